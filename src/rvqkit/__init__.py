@@ -1,0 +1,22 @@
+"""rvqkit: neural audio compression with residual vector quantization (EnCodec), exact and streamable."""
+
+from .codec import Codec
+from .config import ENCODEC_24KHZ, ENCODEC_48KHZ, CodecConfig
+from .encoded import Encoded
+from .errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Codec",
+    "CodecConfig",
+    "ENCODEC_24KHZ",
+    "ENCODEC_48KHZ",
+    "Encoded",
+    "RvqkitError",
+    "AudioError",
+    "BandwidthError",
+    "CodesError",
+    "WeightsError",
+    "__version__",
+]

@@ -1,0 +1,290 @@
+"""The user-facing codec: load weights, encode audio to codes, decode codes to audio, and the
+step-by-step path (embeddings → layer-by-layer quantization → dequantization → synthesis)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import audio as audio_io
+from .config import CodecConfig
+from .encoded import Encoded
+from .errors import AudioError, BandwidthError, CodesError
+from .model import EncodecModel, frames_for_length, segment_bounds
+from .quant.rvq import LayerStep
+from .weights import build_model, load_weights
+
+ArrayLike = np.ndarray | torch.Tensor
+AudioInput = ArrayLike | Sequence[ArrayLike]
+DEFAULT_BANDWIDTH = 6.0
+
+
+class Codec:
+    """An EnCodec model ready for inference, with weight norm folded and ``torch.inference_mode``.
+
+    Args:
+        model: the network.
+        device: where it runs (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...).
+        weights_sha256: sha256 of the weights file, stored with the codes it makes.
+    """
+
+    def __init__(
+        self, model: EncodecModel, device: str | torch.device = "cpu", weights_sha256: str | None = None
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.weights_sha256 = weights_sha256
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        revision: str | None = None,
+    ) -> Codec:
+        """Load from a hub id (``facebook/encodec_24khz``), a Hugging Face folder or Meta ``.th`` file."""
+        w = load_weights(name_or_path, revision=revision)
+        return cls(build_model(w.config, w.state_dict), device, w.sha256)
+
+    # -- facts -------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> CodecConfig:
+        return self.model.cfg
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def sample_rate(self) -> int:
+        """Model sample rate in Hz."""
+        return self.config.sampling_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.audio_channels
+
+    @property
+    def frame_rate(self) -> int:
+        """Code frames per second."""
+        return self.config.frame_rate
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per code frame."""
+        return self.config.hop_length
+
+    @property
+    def bandwidths(self) -> tuple[float, ...]:
+        """Available bandwidths in kbps."""
+        return self.config.target_bandwidths
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_quantizers
+
+    def num_parameters(self) -> int:
+        """Trainable weights of encoder and decoder (codebook entries not counted, as the paper counts)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    # -- input preparation ---------------------------------------------------------------------------------
+    def prepare(
+        self, audio: AudioInput, sample_rate: int, lengths: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """User audio to a list of float32 ``[channels, samples]`` tensors at the model's rate and channels.
+
+        ``audio`` is ``[samples]``, ``[channels, samples]``, ``[batch, channels, samples]`` (with optional
+        per-item ``lengths`` in samples) or a list of 1-D/2-D items. Integer PCM is scaled to [-1, 1].
+        """
+        if isinstance(audio, (np.ndarray, torch.Tensor)):
+            if audio.ndim == 3:
+                items = [audio[i] for i in range(audio.shape[0])]
+            elif audio.ndim in (1, 2):
+                items = [audio]
+            else:
+                raise AudioError(
+                    f"audio must be [samples], [channels, samples] or [batch, channels, samples]; got {tuple(audio.shape)}"
+                )
+        else:
+            items = list(audio)
+            if not items:
+                raise AudioError("empty batch: no audio items given")
+        if lengths is not None:
+            if len(lengths) != len(items):
+                raise AudioError(f"{len(lengths)} lengths given for {len(items)} items")
+            items = [it[..., : int(n)] for it, n in zip(items, lengths, strict=True)]
+        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+            raise AudioError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+        out = []
+        for i, item in enumerate(items):
+            x = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+            x = audio_io.to_float(x)
+            if x.ndim == 1:
+                x = x[None]
+            if x.ndim != 2:
+                raise AudioError(f"audio item {i} must be [samples] or [channels, samples]; got {x.shape}")
+            if x.shape[0] > 16:
+                raise AudioError(
+                    f"audio item {i} has {x.shape[0]} channels; arrays are [channels, samples] (transpose a [samples, channels] array)"
+                )
+            audio_io.check_finite(x, f"audio item {i}" if len(items) > 1 else "audio")
+            x = audio_io.resample(
+                audio_io.convert_channels(x, self.channels), int(sample_rate), self.sample_rate
+            )
+            out.append(torch.from_numpy(np.ascontiguousarray(x)))
+        return out
+
+    def n_q_for(self, bandwidth: float) -> int:
+        """Codebooks used at ``bandwidth`` kbps (raises :class:`BandwidthError` listing valid ones)."""
+        return self.config.n_q_for_bandwidth(bandwidth)
+
+    # -- encode / decode -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(
+        self,
+        audio: AudioInput,
+        sample_rate: int,
+        bandwidth: float = DEFAULT_BANDWIDTH,
+        lengths: Sequence[int] | None = None,
+    ) -> Encoded:
+        """Encode audio to codes ``[batch, n_q, frames]`` at ``bandwidth`` kbps.
+
+        Each item is encoded exactly as if it were alone (items of equal length share one model call).
+        """
+        n_q = self.n_q_for(bandwidth)
+        items = self.prepare(audio, sample_rate, lengths)
+        item_lengths = [x.shape[-1] for x in items]
+        frame_lengths = [frames_for_length(self.config, n) for n in item_lengths]
+        n_seg = [len(segment_bounds(self.config, n)) for n in item_lengths]
+        codes = torch.zeros(len(items), n_q, max(frame_lengths), dtype=torch.long)
+        scales = torch.zeros(len(items), max(n_seg)) if self.config.normalize else None
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, n in enumerate(item_lengths):
+            groups[n].append(i)
+        for idx in groups.values():
+            x = torch.stack([items[i] for i in idx]).to(self.device)
+            c, s = self.model.encode(x, n_q)
+            codes[idx, :, : c.shape[-1]] = c.cpu()
+            if scales is not None and s is not None:
+                scales[idx, : s.shape[-1]] = s.cpu()
+        return Encoded(
+            codes=codes,
+            scales=scales,
+            lengths=torch.tensor(item_lengths, dtype=torch.long),
+            frame_lengths=torch.tensor(frame_lengths, dtype=torch.long),
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            bandwidth=self.config.bandwidth_for_n_q(n_q),
+            model=self.name,
+            weights_sha256=self.weights_sha256,
+        )
+
+    def check_encoded(self, encoded: Encoded) -> None:
+        """Raise :class:`CodesError` if ``encoded`` was not made by a model like this one."""
+        if (
+            encoded.model != self.name
+            or encoded.sample_rate != self.sample_rate
+            or encoded.channels != self.channels
+        ):
+            raise CodesError(
+                f"codes were made by {encoded.model} ({encoded.sample_rate} Hz, {encoded.channels} ch); "
+                f"this model is {self.name} ({self.sample_rate} Hz, {self.channels} ch)"
+            )
+        if encoded.n_q > self.num_codebooks:
+            raise CodesError(f"codes hold {encoded.n_q} codebooks, the model has {self.num_codebooks}")
+        if encoded.codes.numel() and (encoded.codes.min() < 0 or encoded.codes.max() >= self.codebook_size):
+            raise CodesError(f"codes out of range [0, {self.codebook_size})")
+        for i in range(encoded.batch_size):
+            n = int(encoded.lengths[i])
+            if n <= 0 or frames_for_length(self.config, n) != int(encoded.frame_lengths[i]):
+                raise CodesError(
+                    f"item {i}: length {n} samples does not match {int(encoded.frame_lengths[i])} frames"
+                )
+            if int(encoded.frame_lengths[i]) > encoded.codes.shape[-1]:
+                raise CodesError(
+                    f"item {i}: {int(encoded.frame_lengths[i])} frames declared, {encoded.codes.shape[-1]} held"
+                )
+        if self.config.normalize:
+            need = max(len(segment_bounds(self.config, int(n))) for n in encoded.lengths)
+            if (
+                encoded.scales is None
+                or encoded.scales.shape[0] != encoded.batch_size
+                or encoded.scales.shape[-1] < need
+            ):
+                raise CodesError(f"{self.name} codes need per-segment scales ({need} per item)")
+
+    @torch.inference_mode()
+    def decode(self, encoded: Encoded, n_q: int | None = None) -> torch.Tensor:
+        """Audio ``[batch, channels, samples]`` (float32, model rate) from codes, each item trimmed to its
+        original length and zero-padded to the longest. ``n_q`` < encoded count decodes the first n_q
+        codebooks only (coarse decoding)."""
+        self.check_encoded(encoded)
+        if n_q is None:
+            n_q = encoded.n_q
+        if not 1 <= n_q <= encoded.n_q:
+            raise BandwidthError(
+                f"n_q must be between 1 and {encoded.n_q} (the codebooks the codes hold), got {n_q}"
+            )
+        lengths = [int(n) for n in encoded.lengths]
+        out = torch.zeros(encoded.batch_size, self.channels, max(lengths), device=self.device)
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, n in enumerate(lengths):
+            groups[n].append(i)
+        for n, idx in groups.items():
+            nf = frames_for_length(self.config, n)
+            codes = encoded.codes[idx, :n_q, :nf].to(self.device)
+            scales = None
+            if encoded.scales is not None and self.config.normalize:
+                scales = encoded.scales[idx, : len(segment_bounds(self.config, n))].to(self.device)
+            out[idx, :, :n] = self.model.decode(codes, scales, n)
+        return out
+
+    # -- the step-by-step path ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed(self, audio: AudioInput, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Continuous encoder embeddings ``[batch, 128, frames]`` of equal-length items, and the per-segment
+        scales ``[batch, segments]`` (48 kHz; segments' embeddings are concatenated along frames)."""
+        items = self.prepare(audio, sample_rate)
+        if len({x.shape[-1] for x in items}) != 1:
+            raise AudioError("embed takes items of equal length; call it once per length")
+        x = torch.stack(items).to(self.device)
+        embs, scales = [], []
+        for start, end in segment_bounds(self.config, x.shape[-1]):
+            e, s = self.model.embed_segment(x[..., start:end])
+            embs.append(e)
+            scales.append(s)
+        return torch.cat(embs, dim=-1), (torch.cat(scales, dim=1) if self.config.normalize else None)  # type: ignore[arg-type]
+
+    @torch.inference_mode()
+    def quantize(self, embeddings: torch.Tensor, n_q: int | None = None) -> list[LayerStep]:
+        """Residual quantization layer by layer: each layer's indices ``[batch, frames]`` and the residual
+        ``[batch, 128, frames]`` left after it. ``n_q`` defaults to all codebooks."""
+        n_q = self.num_codebooks if n_q is None else n_q
+        if not 1 <= n_q <= self.num_codebooks:
+            raise BandwidthError(f"n_q must be between 1 and {self.num_codebooks}, got {n_q}")
+        return self.model.quantizer.steps(embeddings.to(self.device), n_q)
+
+    @torch.inference_mode()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[batch, 128, frames]`` from codes ``[batch, n_q, frames]`` (sum of codebook entries)."""
+        return self.model.quantizer.decode(codes.to(self.device))
+
+    @torch.inference_mode()
+    def synthesize(self, embeddings: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder output ``[batch, channels, frames * 320]`` for embeddings of one segment (the whole
+        signal at 24 kHz), multiplied by ``scale`` ``[batch, 1]`` when given."""
+        return self.model.synthesize(embeddings.to(self.device), scale)
+
+    def __repr__(self) -> str:
+        return (
+            f"Codec({self.name}, {self.sample_rate} Hz, {self.channels} ch, {self.frame_rate} frames/s, "
+            f"bandwidths={list(self.bandwidths)} kbps, device={self.device})"
+        )

@@ -1,0 +1,110 @@
+"""SEANet encoder and decoder as used by EnCodec (layer order and indices as in the references)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import CodecConfig
+from .conv import SConv1d, SConvTranspose1d
+from .lstm import SLSTM
+
+
+def _conv(cfg: CodecConfig, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> SConv1d:
+    return SConv1d(
+        cin,
+        cout,
+        kernel,
+        stride,
+        dilation,
+        causal=cfg.use_causal_conv,
+        norm=cfg.norm_type,
+        pad_mode=cfg.pad_mode,
+    )
+
+
+class ResnetBlock(nn.Module):
+    """``shortcut(x) + conv1x1(elu(conv_k(elu(x))))``, the hidden width reduced by ``compress``."""
+
+    def __init__(self, cfg: CodecConfig, dim: int, dilations: tuple[int, int]) -> None:
+        super().__init__()
+        hidden = dim // cfg.compress
+        kernels = (cfg.residual_kernel_size, 1)
+        layers: list[nn.Module] = []
+        for i, (k, d) in enumerate(zip(kernels, dilations, strict=True)):
+            cin = dim if i == 0 else hidden
+            cout = dim if i == len(kernels) - 1 else hidden
+            layers += [nn.ELU(), _conv(cfg, cin, cout, k, dilation=d)]
+        self.block = nn.ModuleList(layers)
+        self.shortcut = _conv(cfg, dim, dim, 1) if cfg.use_conv_shortcut else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for layer in self.block:
+            y = layer(y)
+        return self.shortcut(x) + y
+
+
+class _Sequential(nn.Module):
+    """A list of layers run in order; the LSTM is the one layer that returns a state beside its output."""
+
+    layers: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)[0] if isinstance(layer, SLSTM) else layer(x)
+        return x
+
+
+class SEANetEncoder(_Sequential):
+    """Audio ``[B, channels, samples]`` to embeddings ``[B, hidden_size, frames]`` (hop 320 samples)."""
+
+    def __init__(self, cfg: CodecConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv(cfg, cfg.audio_channels, cfg.num_filters, cfg.kernel_size)]
+        mult = 1
+        for ratio in reversed(cfg.upsampling_ratios):
+            dim = mult * cfg.num_filters
+            for j in range(cfg.num_residual_layers):
+                layers.append(ResnetBlock(cfg, dim, (cfg.dilation_growth_rate**j, 1)))
+            layers += [nn.ELU(), _conv(cfg, dim, dim * 2, ratio * 2, stride=ratio)]
+            mult *= 2
+        dim = mult * cfg.num_filters
+        layers += [
+            SLSTM(dim, cfg.num_lstm_layers),
+            nn.ELU(),
+            _conv(cfg, dim, cfg.hidden_size, cfg.last_kernel_size),
+        ]
+        self.layers = nn.ModuleList(layers)
+
+
+class SEANetDecoder(_Sequential):
+    """Embeddings ``[B, hidden_size, frames]`` to audio ``[B, channels, frames * 320]``."""
+
+    def __init__(self, cfg: CodecConfig) -> None:
+        super().__init__()
+        mult = 2 ** len(cfg.upsampling_ratios)
+        dim = mult * cfg.num_filters
+        layers: list[nn.Module] = [
+            _conv(cfg, cfg.hidden_size, dim, cfg.kernel_size),
+            SLSTM(dim, cfg.num_lstm_layers),
+        ]
+        for ratio in cfg.upsampling_ratios:
+            dim = mult * cfg.num_filters
+            layers += [
+                nn.ELU(),
+                SConvTranspose1d(
+                    dim,
+                    dim // 2,
+                    ratio * 2,
+                    stride=ratio,
+                    causal=cfg.use_causal_conv,
+                    norm=cfg.norm_type,
+                    trim_right_ratio=cfg.trim_right_ratio,
+                ),
+            ]
+            for j in range(cfg.num_residual_layers):
+                layers.append(ResnetBlock(cfg, dim // 2, (cfg.dilation_growth_rate**j, 1)))
+            mult //= 2
+        layers += [nn.ELU(), _conv(cfg, cfg.num_filters, cfg.audio_channels, cfg.last_kernel_size)]
+        self.layers = nn.ModuleList(layers)

@@ -1,0 +1,5 @@
+"""Residual vector quantization."""
+
+from .rvq import ResidualVectorQuantizer
+
+__all__ = ["ResidualVectorQuantizer"]

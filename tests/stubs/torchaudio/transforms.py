@@ -1,0 +1,1 @@
+"""Empty: encodec only touches torchaudio.transforms when building its discriminator."""
