@@ -1,0 +1,98 @@
+"""The ``rvqkit`` command line.
+
+Commands live in the modules of this package, one module per topic (``codec.py``: roundtrip, encode,
+decode, info); :func:`main` imports every module here, and each registers its commands on :data:`app`
+with ``@app.command()``. Every error about the user's input is one line on stderr and exit status 1
+(2 for bad arguments, as click does); set ``RVQKIT_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import RvqkitError
+
+F = TypeVar("F", bound=Callable[..., Any])
+app = typer.Typer(
+    name="rvqkit",
+    help="Neural audio compression with EnCodec: encode, decode and inspect RVQ codes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True, soft_wrap=True)
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        envvar="RVQKIT_MODEL",
+        help="Hub id, Hugging Face model folder or Meta .th checkpoint.",
+    ),
+]
+BandwidthOpt = Annotated[float, typer.Option("--bandwidth", "-b", help="Target bandwidth in kbps.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1 ...")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")]
+DEFAULT_MODEL = "facebook/encodec_24khz"
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def user_errors(fn: F) -> F:
+    """Turn rvqkit's errors (and anything unexpected) into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RvqkitError as e:
+            fail(str(e))
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if os.environ.get("RVQKIT_DEBUG"):
+                raise
+            fail(f"unexpected {type(e).__name__}: {e} (set RVQKIT_DEBUG=1 for the traceback)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_codec(model: str, device: str):
+    """Load a codec with a spinner on stderr."""
+    from ..codec import Codec
+
+    with err.status(f"Loading {model} ..."):
+        return Codec.from_pretrained(model, device=device)
+
+
+def check_output(path: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
+    if any(path.resolve() == p.resolve() for p in inputs):
+        raise RvqkitError(f"output {path} is the same file as an input")
+    if path.exists() and not overwrite:
+        raise RvqkitError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise RvqkitError(f"output folder {path.parent} does not exist")
+
+
+def load_commands() -> None:
+    """Import every command module of this package so that its commands register on ``app``."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def main() -> None:
+    load_commands()
+    app()
