@@ -1,0 +1,615 @@
+"""Meta's ``.ecdc`` container: header, segment framing, writer and reader (whole files or frame by frame).
+
+Layout (all of it is what Meta's ``encodec`` command line tool reads and writes)::
+
+    "ECDC"  uint8 version (0)  uint32 big-endian n  n bytes of UTF-8 JSON {"m", "al", "nc", "lm"}
+    then per segment (the 24 kHz model: one segment, the whole signal; 48 kHz: 1 s segments):
+        [float32 big-endian scale]          48 kHz model only (per-segment RMS)
+        codes, time-major (all nc codebooks of frame t before frame t + 1), either
+          - packed 10 bits each, LSB first, the last byte zero-padded   ("lm": false), or
+          - arithmetic-coded with the LM, reset at each segment, padded ("lm": true)
+
+``m`` is the model name, ``al`` the audio length in samples at the model rate, ``nc`` the number of
+codebooks. A segment's frame count follows from ``al``: ``ceil(segment samples / 320)``.
+
+:class:`EcdcWriter` writes frames as they come (a live stream), :class:`EcdcReader` takes bytes as
+they arrive and hands back every frame that is complete (a growing file), and :func:`write_ecdc` /
+:func:`read_ecdc` do whole :class:`~rvqkit.Encoded` values. Every problem with a file is a
+:class:`BitstreamError`; nothing read from a file sizes an allocation before the bytes are there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from ..config import PRESETS, CodecConfig
+from ..encoded import Encoded
+from ..errors import CodesError
+from ..lm import EntropyLM, LMConfig, LMState
+from ..model import segment_bounds
+from .arith import (
+    ArithmeticDecoder,
+    ArithmeticEncoder,
+    ArithmeticError_,
+    BitReader,
+    NeedMoreData,
+    quantized_cdf,
+)
+from .bitpack import BitPacker
+
+MAGIC = b"ECDC"
+VERSION = 0
+_PREFIX = struct.Struct("!4sBI")  # magic, version, JSON length
+_SCALE = struct.Struct("!f")
+MAX_META_BYTES = 1 << 16  # Meta's metadata is ~60 bytes; anything near this is not an .ecdc file
+MAX_SECONDS = 24 * 3600  # longest audio a header may declare
+LIVE_LENGTH_WIDTH = 20  # characters reserved for "al" in a live file's header, patched at close
+READ_CHUNK = 1 << 16
+
+
+class BitstreamError(CodesError):
+    """An ``.ecdc`` file or stream that is malformed, truncated, or cannot be used with this model."""
+
+
+# -- header ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EcdcHeader:
+    """The metadata of an ``.ecdc`` file.
+
+    Attributes:
+        model: model name (``encodec_24khz`` / ``encodec_48khz``).
+        audio_length: samples at the model rate; 0 in a live file whose writer has not finished.
+        n_q: codebooks per frame.
+        use_lm: whether the codes are arithmetic-coded with the LM.
+    """
+
+    model: str
+    audio_length: int
+    n_q: int
+    use_lm: bool
+
+    @property
+    def config(self) -> CodecConfig:
+        return PRESETS[self.model]
+
+    @property
+    def live(self) -> bool:
+        return self.audio_length == 0
+
+    def segment_frames(self) -> list[int]:
+        """Code frames in each segment (empty while the length is unknown)."""
+        if self.live:
+            return []
+        hop = self.config.hop_length
+        return [math.ceil((e - s) / hop) for s, e in segment_bounds(self.config, self.audio_length)]
+
+    def to_bytes(self, live: bool = False) -> bytes:
+        """The header bytes, JSON exactly as Meta's tool writes it; ``live`` reserves room to patch ``al``."""
+        al: Any = self.audio_length
+        meta = {"m": self.model, "al": al, "nc": self.n_q, "lm": self.use_lm}
+        if live:  # a fixed-width number (JSON allows the spaces), so that close() can patch it in place
+            meta["al"] = 0
+            text = json.dumps(meta).replace('"al": 0,', '"al": ' + str(al).ljust(LIVE_LENGTH_WIDTH) + ",", 1)
+        else:
+            text = json.dumps(meta)
+        raw = text.encode("utf-8")
+        return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw
+
+    @classmethod
+    def parse_prefix(cls, data: bytes) -> int:
+        """Check magic and version of the first 9 bytes; return the JSON length."""
+        magic, version, size = _PREFIX.unpack(data)
+        if magic != MAGIC:
+            raise BitstreamError("not an .ecdc file (the magic bytes are not ECDC)")
+        if version != VERSION:
+            raise BitstreamError(f".ecdc version {version} is not supported (only version {VERSION})")
+        if size > MAX_META_BYTES:
+            raise BitstreamError(f"corrupt .ecdc header: metadata length {size} bytes is absurd")
+        return size
+
+    @classmethod
+    def parse_meta(cls, raw: bytes) -> EcdcHeader:
+        """Validate the JSON metadata (types, known model, bounded numbers)."""
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise BitstreamError(f"corrupt .ecdc metadata (not JSON: {e})") from None
+        if not isinstance(meta, dict) or not {"m", "al", "nc", "lm"} <= meta.keys():
+            raise BitstreamError('corrupt .ecdc metadata (expected the keys "m", "al", "nc", "lm")')
+        model, al, nc, lm = meta["m"], meta["al"], meta["nc"], meta["lm"]
+        if not isinstance(model, str) or model not in PRESETS:
+            raise BitstreamError(
+                f".ecdc file made by an unknown model {model!r} (known: {', '.join(PRESETS)})"
+            )
+        cfg = PRESETS[model]
+        if type(al) is not int or not 0 <= al <= MAX_SECONDS * cfg.sampling_rate:
+            raise BitstreamError(f"corrupt .ecdc metadata: audio length {al!r} samples is absurd")
+        if type(nc) is not int or not 1 <= nc <= cfg.num_quantizers:
+            raise BitstreamError(
+                f"corrupt .ecdc metadata: {nc!r} codebooks (the {model} model has 1..{cfg.num_quantizers})"
+            )
+        if type(lm) is not bool:
+            raise BitstreamError(f'corrupt .ecdc metadata: "lm" must be true or false, got {lm!r}')
+        return cls(model, al, nc, lm)
+
+
+def check_lm(lm: EntropyLM | None, header: EcdcHeader) -> EntropyLM:
+    """The LM, checked to be the one for the header's model."""
+    if lm is None:
+        raise BitstreamError(
+            "this .ecdc stream is entropy-coded with the LM; give the LM checkpoint "
+            f"(encodec_lm_{header.model.split('_')[-1]}-*.th, e.g. --lm-model PATH)"
+        )
+    want = LMConfig.for_codec(header.config)
+    if lm.cfg != want:
+        raise BitstreamError(
+            f"the LM given is for another model ({lm.cfg.n_q} codebooks, context {lm.cfg.past_context}); "
+            f"{header.model} needs {want.n_q} codebooks, context {want.past_context}"
+        )
+    return lm
+
+
+# -- writing ---------------------------------------------------------------------------------------------
+class EcdcWriter:
+    """Writes an ``.ecdc`` stream frame by frame, bytes going out as soon as they are final.
+
+    Args:
+        fileobj: binary file object to write to (written in order; see ``audio_length``).
+        model: ``encodec_24khz`` or ``encodec_48khz``.
+        n_q: codebooks per frame.
+        audio_length: samples at the model rate if known now (the header is then final and the bytes are
+            exactly Meta's). ``None`` for a live stream: the header holds a placeholder that
+            :meth:`close` fills in, which needs a seekable ``fileobj``.
+        lm: the entropy-coding LM to use (``None``: 10-bit packing).
+
+    Call :meth:`begin_segment` at each segment start (48 kHz: with its scale; 24 kHz has one segment,
+    begun automatically), :meth:`write_frames` with codes ``[n_q, frames]`` any number of times, and
+    :meth:`close` at the end.
+    """
+
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        model: str,
+        n_q: int,
+        audio_length: int | None = None,
+        lm: EntropyLM | None = None,
+    ) -> None:
+        self.fo = fileobj
+        live = audio_length is None
+        if not live and (type(audio_length) is not int or audio_length <= 0):
+            raise BitstreamError(f"audio length must be a positive number of samples, got {audio_length!r}")
+        self.header = EcdcHeader.parse_meta(
+            json.dumps(
+                {"m": model, "al": 0 if live else audio_length, "nc": n_q, "lm": lm is not None}
+            ).encode()
+        )
+        if lm is not None:
+            check_lm(lm, self.header)
+        self.lm = lm
+        self._header_at: int | None = None
+        if live:
+            try:
+                self._header_at = fileobj.tell()
+            except (OSError, AttributeError):
+                raise BitstreamError(
+                    "a live .ecdc stream (length not known yet) needs a seekable file"
+                ) from None
+        self.fo.write(self.header.to_bytes(live=live))
+        self._plan = self.header.segment_frames()
+        self._segment = -1
+        self._frames_in_segment = 0
+        self.frames_written = 0
+        self._packer: BitPacker | None = None
+        self._coder: ArithmeticEncoder | None = None
+        self._lm_state: LMState | None = None
+        self._previous: torch.Tensor | None = None
+        self.closed = False
+
+    @property
+    def config(self) -> CodecConfig:
+        return self.header.config
+
+    def _end_segment(self) -> None:
+        if self._segment < 0:
+            return
+        if self._plan and self._frames_in_segment != self._plan[self._segment]:
+            raise BitstreamError(
+                f"segment {self._segment} got {self._frames_in_segment} frames, the length declares {self._plan[self._segment]}"
+            )
+        if self._coder is not None:
+            self.fo.write(self._coder.finish())
+        if self._packer is not None:
+            self.fo.write(self._packer.flush())
+
+    def begin_segment(self, scale: float | None = None) -> None:
+        """Start the next segment; ``scale`` is its RMS (48 kHz model, required there, refused otherwise)."""
+        if self.closed:
+            raise BitstreamError("the .ecdc writer is closed")
+        self._end_segment()
+        self._segment += 1
+        if self._plan and self._segment >= len(self._plan):
+            raise BitstreamError(f"the declared length has {len(self._plan)} segments; no room for more")
+        if self.config.normalize:
+            if scale is None or not math.isfinite(scale) or scale <= 0:
+                raise BitstreamError(
+                    f"{self.header.model} segments need a positive finite scale, got {scale!r}"
+                )
+            self.fo.write(_SCALE.pack(scale))
+        elif scale is not None:
+            raise BitstreamError(f"{self.header.model} segments have no scale")
+        self._frames_in_segment = 0
+        if self.lm is not None:
+            self._coder = ArithmeticEncoder()
+            self._lm_state = self.lm.initial_state()
+            self._previous = None
+        else:
+            self._packer = BitPacker(self.config.bits_per_codebook)
+
+    def write_frames(self, codes: torch.Tensor | np.ndarray) -> None:
+        """Append code frames ``[n_q, frames]`` (int, < codebook size) to the current segment."""
+        if self.closed:
+            raise BitstreamError("the .ecdc writer is closed")
+        codes = torch.as_tensor(codes).to(torch.long).cpu()
+        if codes.ndim != 2 or codes.shape[0] != self.header.n_q:
+            raise BitstreamError(f"codes must be [{self.header.n_q}, frames], got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
+            raise BitstreamError(f"codes out of range [0, {self.config.codebook_size})")
+        if self._segment < 0:
+            if self.config.normalize:
+                raise BitstreamError(f"{self.header.model}: call begin_segment(scale) first")
+            self.begin_segment()
+        n = codes.shape[1]
+        if self._plan and self._frames_in_segment + n > self._plan[self._segment]:
+            raise BitstreamError(
+                f"segment {self._segment} holds {self._plan[self._segment]} frames; {self._frames_in_segment + n} given"
+            )
+        if self.lm is None:
+            assert self._packer is not None
+            self.fo.write(self._packer.push(codes.t().numpy()))  # time-major
+        else:
+            self._encode_lm(codes)
+        self._frames_in_segment += n
+        self.frames_written += n
+
+    def _encode_lm(self, codes: torch.Tensor) -> None:
+        assert self.lm is not None and self._coder is not None and self._lm_state is not None
+        k = torch.arange(codes.shape[0])
+        for t in range(codes.shape[1]):
+            probs, self._lm_state = self.lm.step(self._previous, self._lm_state, self.header.n_q)
+            cdf = quantized_cdf(probs)  # [n_q, card], all codebooks at once
+            frame = codes[:, t]
+            highs = cdf[k, frame].tolist()
+            lows = torch.where(frame > 0, cdf[k, (frame - 1).clamp(min=0)], 0).tolist()
+            self._coder.encode_many(lows, highs)
+            self._previous = frame
+        self.fo.write(self._coder.take_bytes())
+
+    def close(self, audio_length: int | None = None) -> None:
+        """Finish the last segment; for a live stream, write the final ``audio_length`` into the header."""
+        if self.closed:
+            return
+        if self._header_at is None:
+            if self._segment != len(self._plan) - 1:
+                raise BitstreamError(f"{self._segment + 1} of {len(self._plan)} segments written")
+            self._end_segment()
+        else:
+            if audio_length is None:
+                raise BitstreamError("a live .ecdc stream needs its audio length (samples) at close")
+            final = EcdcHeader(self.header.model, int(audio_length), self.header.n_q, self.header.use_lm)
+            plan = final.segment_frames()
+            done = [*([None] * self._segment), self._frames_in_segment]
+            if (
+                audio_length <= 0
+                or len(plan) != len(done)
+                or plan[-1] != done[-1]
+                or self.frames_written != sum(plan)
+            ):
+                raise BitstreamError(
+                    f"audio length {audio_length} samples does not match the {self.frames_written} frames written"
+                )
+            # The header goes first, so that a reader that sees the last bytes also sees the length.
+            end = self.fo.tell()
+            self.fo.seek(self._header_at)
+            self.fo.write(final.to_bytes(live=True))
+            self.fo.seek(end)
+            self._plan = plan
+            self._end_segment()
+            self.header = final
+        self.fo.flush()
+        self.closed = True
+
+
+def write_ecdc(fileobj: IO[bytes], encoded: Encoded, lm: EntropyLM | None = None) -> None:
+    """Write one encoded signal (batch of 1) as ``.ecdc``; with ``lm``, entropy-coded."""
+    if encoded.batch_size != 1:
+        raise BitstreamError(f".ecdc holds one signal; got a batch of {encoded.batch_size}")
+    if encoded.model not in PRESETS:
+        raise BitstreamError(f".ecdc supports {', '.join(PRESETS)}, not {encoded.model!r}")
+    header_len = int(encoded.lengths[0])
+    writer = EcdcWriter(fileobj, encoded.model, encoded.n_q, header_len, lm)
+    cfg = writer.config
+    frames = writer.header.segment_frames()
+    if sum(frames) != int(encoded.frame_lengths[0]) or encoded.codes.shape[-1] < sum(frames):
+        raise BitstreamError(
+            f"{header_len} samples need {sum(frames)} frames; the codes hold {int(encoded.frame_lengths[0])}"
+        )
+    if cfg.normalize and (encoded.scales is None or encoded.scales.shape[-1] < len(frames)):
+        raise BitstreamError(f"{encoded.model} codes need {len(frames)} per-segment scales")
+    f0 = 0
+    for i, nf in enumerate(frames):
+        scale = float(encoded.scales[0, i]) if cfg.normalize and encoded.scales is not None else None
+        writer.begin_segment(scale)
+        writer.write_frames(encoded.codes[0, :, f0 : f0 + nf])
+        f0 += nf
+    writer.close()
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+@dataclass
+class FrameChunk:
+    """Frames decoded from a stream: codes ``[n_q, frames]`` of segment ``segment``, and its scale."""
+
+    segment: int
+    codes: torch.Tensor
+    scale: float | None
+
+
+class EcdcReader:
+    """Decodes ``.ecdc`` bytes as they arrive (a growing file, a socket): :meth:`feed` returns the frames
+    completed by the new bytes, :meth:`finish` checks that the stream ended where the header says.
+
+    Only the bytes not yet decoded are kept. ``lm`` is needed for entropy-coded streams; a live file
+    (``al`` still 0) learns its length with :meth:`set_audio_length` once the writer has filled it in.
+    """
+
+    def __init__(self, lm: EntropyLM | None = None) -> None:
+        self._lm_given = lm
+        self.lm: EntropyLM | None = None
+        self._bits = BitReader()
+        self.header: EcdcHeader | None = None
+        self._meta_size: int | None = None
+        self._plan: list[int] = []
+        self._segment = -1
+        self._in_segment = 0  # frames decoded in the current segment; -1 = segment not started
+        self._scale: float | None = None
+        self._decoder: ArithmeticDecoder | None = None
+        self._lm_state: LMState | None = None
+        self._previous: torch.Tensor | None = None
+        self._pending: tuple[list[list[int]], LMState] | None = None  # next frame's CDFs and LM state
+        self.frames_read = 0
+        self.done = False
+
+    # -- framing --------------------------------------------------------------------------------------
+    def set_audio_length(self, audio_length: int) -> None:
+        """Give the final length of a live stream (read back from its header once the writer closed)."""
+        if self.header is None or not self.header.live:
+            return
+        final = EcdcHeader.parse_meta(
+            json.dumps(
+                {"m": self.header.model, "al": audio_length, "nc": self.header.n_q, "lm": self.header.use_lm}
+            ).encode()
+        )
+        plan = final.segment_frames()
+        if final.live or len(plan) < self._segment + 1 or self.frames_read > sum(plan):
+            raise BitstreamError(
+                f"audio length {audio_length} does not fit the {self.frames_read} frames read"
+            )
+        self.header, self._plan = final, plan
+
+    def _segment_size(self, index: int) -> int | None:
+        """Frames in segment ``index``; None while unknown (a live 24 kHz stream's only segment)."""
+        if self._plan:
+            return self._plan[index]
+        assert self.header is not None
+        cfg = self.header.config
+        if cfg.segment_length is None:
+            return None
+        # Live 48 kHz stream: every segment is full until the length says which one is the last.
+        return math.ceil(cfg.segment_length / cfg.hop_length)
+
+    def feed(self, data: bytes) -> list[FrameChunk]:
+        """Take the next bytes of the stream; return the frames they complete (maybe none)."""
+        if data:
+            self._bits.feed(data)
+        out: list[FrameChunk] = []
+        try:
+            while not self.done and self._step(out):
+                pass
+        except ArithmeticError_ as e:
+            raise BitstreamError(f"corrupt .ecdc data in segment {self._segment}: {e}") from None
+        return out
+
+    def _need_bytes(self, n: int) -> bool:
+        return 8 * n <= self._bits.available
+
+    def _step(self, out: list[FrameChunk]) -> bool:
+        """Make one unit of progress; False when more bytes are needed."""
+        if self.header is None:
+            if self._meta_size is None:
+                if not self._need_bytes(_PREFIX.size):
+                    return False
+                self._meta_size = EcdcHeader.parse_prefix(self._bits.take_bytes(_PREFIX.size))
+            if not self._need_bytes(self._meta_size):
+                return False
+            self.header = EcdcHeader.parse_meta(self._bits.take_bytes(self._meta_size))
+            self._plan = self.header.segment_frames()
+            if self.header.use_lm:
+                self.lm = check_lm(self._lm_given, self.header)
+            return True
+        assert self.header is not None
+        cfg = self.header.config
+        size = self._segment_size(self._segment) if self._segment >= 0 else 0
+        if self._segment < 0 or (size is not None and self._in_segment >= size):
+            # Start the next segment (or stop after the last one).
+            if self._plan and self._segment + 1 >= len(self._plan):
+                self.done = True
+                return False
+            if cfg.normalize:
+                if not self._need_bytes(_SCALE.size):
+                    return False
+                self._bits.align()
+                (scale,) = _SCALE.unpack(self._bits.take_bytes(_SCALE.size))
+                if not math.isfinite(scale) or scale <= 0:
+                    raise BitstreamError(f"corrupt .ecdc data: segment {self._segment + 1} has scale {scale}")
+                self._scale = scale
+            else:
+                self._bits.align()
+            self._segment += 1
+            self._in_segment = 0
+            if self.lm is not None:
+                self._decoder = ArithmeticDecoder(self._bits)
+                self._lm_state = self.lm.initial_state()
+                self._previous = None
+                self._pending = None
+            return True
+        codes = self._decode_frames(size)
+        if codes is None:
+            return False
+        self._in_segment += codes.shape[1]
+        self.frames_read += codes.shape[1]
+        out.append(FrameChunk(self._segment, codes, self._scale))
+        return True
+
+    def _decode_frames(self, limit: int | None) -> torch.Tensor | None:
+        """Frames ``[n_q, t]`` decodable now from the current segment (None if none yet)."""
+        assert self.header is not None
+        n_q = self.header.n_q
+        left = None if limit is None else limit - self._in_segment
+        if self.lm is None:
+            bits = self.header.config.bits_per_codebook
+            can = self._bits.available // (bits * n_q)
+            t = can if left is None else min(can, left)  # padding is < 8 bits: never a whole frame
+            if t <= 0:
+                return None
+            values = self._bits.read_array(t * n_q, bits)
+            return torch.from_numpy(values.reshape(t, n_q).T.copy())
+        frames = []
+        while left is None or len(frames) < left:
+            frame = self._decode_lm_frame()
+            if frame is None:
+                break
+            frames.append(frame)
+        return torch.stack(frames, dim=1) if frames else None
+
+    def _decode_lm_frame(self) -> torch.Tensor | None:
+        assert self.lm is not None and self._decoder is not None and self._lm_state is not None
+        assert self.header is not None
+        if self._pending is None:
+            probs, state = self.lm.step(self._previous, self._lm_state, self.header.n_q)
+            self._pending = (quantized_cdf(probs).tolist(), state)
+        cdfs, state = self._pending
+        snap = self._decoder.snapshot()
+        try:
+            frame = torch.tensor([self._decoder.decode(cdf) for cdf in cdfs], dtype=torch.long)
+        except NeedMoreData:
+            self._decoder.restore(snap)
+            return None
+        self._lm_state, self._previous, self._pending = state, frame, None
+        return frame
+
+    def finish(self) -> None:
+        """Check the stream is complete (all declared frames read)."""
+        if self.header is None:
+            raise BitstreamError("truncated .ecdc file (the header is incomplete)")
+        if self.header.live:
+            raise BitstreamError(".ecdc stream is unfinished: its header declares no audio length yet")
+        if not self.done:
+            raise BitstreamError(
+                f"truncated .ecdc file: {self.frames_read} of {sum(self._plan)} frames "
+                f"(segment {max(self._segment, 0) + 1} of {len(self._plan)})"
+            )
+
+
+def _read_chunks(fileobj: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        try:
+            data = fileobj.read(READ_CHUNK)
+        except OSError as e:
+            raise BitstreamError(f"cannot read the .ecdc stream: {e}") from None
+        if not data:
+            return
+        yield data
+
+
+def read_header(fileobj: IO[bytes]) -> tuple[EcdcHeader, bytes]:
+    """The header of a stream and its raw bytes (to hand on to an :class:`EcdcReader`)."""
+    prefix = _read_exact(fileobj, _PREFIX.size)
+    size = EcdcHeader.parse_prefix(prefix)
+    meta = _read_exact(fileobj, size)
+    return EcdcHeader.parse_meta(meta), prefix + meta
+
+
+def _read_exact(fileobj: IO[bytes], n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        try:
+            data = fileobj.read(min(n - len(buf), READ_CHUNK))
+        except OSError as e:
+            raise BitstreamError(f"cannot read the .ecdc stream: {e}") from None
+        if not data:
+            raise BitstreamError("truncated .ecdc file (the header is incomplete)")
+        buf += data
+    return buf
+
+
+def iter_chunks(
+    fileobj: IO[bytes],
+    lm: EntropyLM | None = None,
+    already_read: bytes = b"",
+    reader: EcdcReader | None = None,
+) -> Iterator[FrameChunk]:
+    """Decode a file object piece by piece, yielding frames as they complete, then check the end.
+
+    ``already_read``: bytes of the stream taken from ``fileobj`` before (e.g. by :func:`read_header`);
+    ``reader``: the :class:`EcdcReader` to use (to look at its header afterwards).
+    """
+    reader = reader or EcdcReader(lm)
+    if already_read:
+        yield from reader.feed(already_read)
+    for data in _read_chunks(fileobj):
+        if reader.done:
+            break
+        yield from reader.feed(data)
+    reader.finish()
+
+
+def read_ecdc(fileobj: IO[bytes], lm: EntropyLM | None = None, already_read: bytes = b"") -> Encoded:
+    """Read a whole ``.ecdc`` stream into an :class:`~rvqkit.Encoded` (batch of 1); ``lm`` is needed
+    for entropy-coded streams; ``already_read`` as in :func:`iter_chunks`."""
+    reader = EcdcReader(lm)
+    chunks = list(iter_chunks(fileobj, already_read=already_read, reader=reader))
+    assert reader.header is not None
+    return encoded_from_chunks(reader.header, chunks)
+
+
+def encoded_from_chunks(header: EcdcHeader, chunks: list[FrameChunk]) -> Encoded:
+    """Assemble decoded frames into an :class:`~rvqkit.Encoded` (batch of 1)."""
+    cfg = header.config
+    codes = (
+        torch.cat([c.codes for c in chunks], dim=1)
+        if chunks
+        else torch.zeros(header.n_q, 0, dtype=torch.long)
+    )
+    scales = None
+    if cfg.normalize:
+        per_segment: dict[int, float] = {c.segment: c.scale for c in chunks if c.scale is not None}
+        scales = torch.tensor([[per_segment[i] for i in sorted(per_segment)]], dtype=torch.float32)
+    return Encoded(
+        codes=codes[None],
+        scales=scales,
+        lengths=torch.tensor([header.audio_length]),
+        frame_lengths=torch.tensor([codes.shape[1]]),
+        sample_rate=cfg.sampling_rate,
+        channels=cfg.audio_channels,
+        bandwidth=cfg.bandwidth_for_n_q(header.n_q),
+        model=header.model,
+    )
