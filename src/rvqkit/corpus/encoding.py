@@ -1,0 +1,121 @@
+"""Run the model on loaded items: sort by length, cut into batches, encode, split the codes per item.
+
+:meth:`rvqkit.Codec.encode` takes a list of items of different lengths and encodes each exactly as if
+it were alone; items of *equal* length share one model call, items of different lengths get one call
+each. Sorting by length puts equal lengths together; the batch budget bounds memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..codec import Codec
+from ..model import segment_bounds
+from .items import Loaded, Result
+
+CPU_BATCH_SECONDS = 60.0  # audio seconds per model call on CPU: memory is plentiful, calls are slow
+GPU_BYTES_PER_SAMPLE = 2048  # rough peak activation memory per input sample of the encoder (float32)
+
+
+def auto_batch_samples(codec: Codec, batch_seconds: float | None = None) -> int:
+    """Samples (at the model rate, all items of a batch together) per model call.
+
+    ``batch_seconds`` fixes it; otherwise on CUDA it is half the free GPU memory divided by a rough
+    per-sample activation cost, and on CPU :data:`CPU_BATCH_SECONDS`.
+    """
+    if batch_seconds is not None:
+        return max(1, int(batch_seconds * codec.sample_rate))
+    if codec.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(codec.device)
+        return max(codec.sample_rate, int(0.5 * free / (GPU_BYTES_PER_SAMPLE * codec.channels)))
+    return int(CPU_BATCH_SECONDS * codec.sample_rate)
+
+
+def plan_batches(lengths: Sequence[int], max_samples: int) -> list[list[int]]:
+    """Positions of ``lengths`` grouped into batches: sorted by length (ties in given order), each
+    batch's total at most ``max_samples`` (a longer item gets a batch of its own)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in order:
+        if current and total + lengths[i] > max_samples:
+            batches.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += lengths[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _encode_group(codec: Codec, audio: list[np.ndarray], bandwidth: float) -> list[tuple]:
+    """(codes int16 [n_q, frames], scales float32 [segments] or None) per item; halves the batch on
+    CUDA out-of-memory."""
+    try:
+        enc = codec.encode(audio, codec.sample_rate, bandwidth=bandwidth)
+    except torch.cuda.OutOfMemoryError:
+        if len(audio) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(audio) // 2
+        return _encode_group(codec, audio[:half], bandwidth) + _encode_group(codec, audio[half:], bandwidth)
+    out = []
+    codes = enc.codes.numpy()
+    for i in range(enc.batch_size):
+        c = codes[i, :, : int(enc.frame_lengths[i])].astype(np.int16)
+        s = None
+        if enc.scales is not None:
+            n_seg = len(segment_bounds(codec.config, int(enc.lengths[i])))
+            s = enc.scales[i, :n_seg].numpy().astype(np.float32)
+        out.append((c, s))
+    return out
+
+
+def iter_encode(
+    codec: Codec, loaded: Sequence[Loaded], bandwidth: float, max_samples: int
+) -> Iterator[list[Result]]:
+    """Results for ``loaded``, a list per model batch (errors first, then batches in length order).
+
+    Items with a ``reason`` pass through as errors; an item the model fails on becomes an
+    ``encode_failed`` error (the batch is retried item by item first)."""
+    errors = [
+        Result(it.index, it.sample_rate, it.channels, it.num_samples, reason=it.reason, message=it.message)
+        for it in loaded
+        if it.reason is not None or it.audio is None
+    ]
+    if errors:
+        yield errors
+    good = [it for it in loaded if it.reason is None and it.audio is not None]
+    lengths = [it.audio.shape[-1] for it in good]  # type: ignore[union-attr]
+    for batch in plan_batches(lengths, max_samples):
+        items = [good[b] for b in batch]
+        audio = [it.audio for it in items]
+        try:
+            out = _encode_group(codec, audio, bandwidth)  # type: ignore[arg-type]
+        except Exception:  # one failing call must not stop the job; retry item by item
+            out = []
+            for a in audio:
+                try:
+                    out.extend(_encode_group(codec, [a], bandwidth))  # type: ignore[list-item]
+                except Exception as e:
+                    out.append((None, f"{type(e).__name__}: {e}"))
+        results = []
+        for it, (c, s) in zip(items, out, strict=True):
+            r = Result(it.index, it.sample_rate, it.channels, it.num_samples)
+            if c is None:
+                r.reason, r.message = "encode_failed", str(s)
+            else:
+                r.codes, r.scales = c, s
+                r.model_samples = int(it.audio.shape[-1])  # type: ignore[union-attr]
+            results.append(r)
+        yield results
+
+
+def encode_loaded(codec: Codec, loaded: Sequence[Loaded], bandwidth: float, max_samples: int) -> list[Result]:
+    """Results for ``loaded``, in the same order (see :func:`iter_encode`)."""
+    by_index = {r.index: r for batch in iter_encode(codec, loaded, bandwidth, max_samples) for r in batch}
+    return [by_index[it.index] for it in loaded]

@@ -1,0 +1,310 @@
+"""Encode a whole corpus to sharded Parquet: job set-up and resume, and the local engine.
+
+The local engine decodes and resamples audio in worker processes (a ``ProcessPoolExecutor`` kept
+``prefetch`` items ahead) while the main process runs the model on windows of items sorted by length.
+Finished shards are written as soon as all their items are done (see :mod:`rvqkit.corpus.shards`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..codec import Codec
+from .encoding import auto_batch_samples, iter_encode
+from .items import CorpusError, Item, Loaded, Result
+from .loading import LoadSpec, load_item
+from .progress import JobProgress
+from .shards import FORMAT, FORMAT_VERSION, OutputDir, schema
+from .sources import Source, open_source
+from .tokenize import TokenSpec, token_columns
+
+DEFAULT_SHARD_SIZE = 1000
+DEFAULT_WINDOW = 256
+DEFAULT_MIN_DURATION = 0.05  # seconds
+
+
+@dataclass
+class CorpusSummary:
+    """What a job did. ``counts`` covers the whole output (earlier runs included)."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    shards_written: int  # by this run
+    shards_resumed: int  # finished by an earlier run
+    audio_seconds: float  # encoded by this run
+    wall_seconds: float  # of this run, model loading excluded
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rtf(self) -> float | None:
+        """Real-time factor of this run: wall seconds per audio second."""
+        return self.wall_seconds / self.audio_seconds if self.audio_seconds else None
+
+
+class ShardCollector:
+    """Collects results per shard and writes each shard as soon as all its items are done."""
+
+    def __init__(
+        self,
+        out: OutputDir,
+        items: Sequence[Item],
+        shard_size: int,
+        sch: Any,
+        progress: JobProgress,
+        tokens: Sequence[TokenSpec] = (),
+        codebook_size: int = 1024,
+    ):
+        self.out, self.items, self.shard_size, self.schema = out, items, shard_size, sch
+        self.num_shards = (len(items) + shard_size - 1) // shard_size
+        self.pending: dict[int, dict[int, Result]] = {}
+        self.progress = progress
+        self.tokens, self.codebook_size = tokens, codebook_size
+        self.written = 0
+        self.audio_seconds = 0.0
+
+    def shard_items(self, k: int) -> Sequence[Item]:
+        return self.items[k * self.shard_size : (k + 1) * self.shard_size]
+
+    def add(self, results: Sequence[Result]) -> None:
+        touched = set()
+        for r in results:
+            if r.ok and self.tokens:
+                r.tokens = {s.column: s.make(r.codes, self.codebook_size) for s in self.tokens}  # type: ignore[arg-type]
+            k = r.index // self.shard_size
+            self.pending.setdefault(k, {})[r.index] = r
+            touched.add(k)
+        seconds = sum(r.duration for r in results if r.ok)
+        self.audio_seconds += seconds
+        self.progress.advance(len(results), seconds, sum(1 for r in results if not r.ok))
+        for k in sorted(touched):
+            items = self.shard_items(k)
+            if len(self.pending[k]) == len(items):
+                got = self.pending.pop(k)
+                self.out.write_shard(k, self.num_shards, items, [got[it.index] for it in items], self.schema)
+                self.written += 1
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: exit when the job process is gone (e.g. killed with kill -9)."""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def iter_loaded(
+    source: Source, items: Sequence[Item], spec: LoadSpec, workers: int, prefetch: int
+) -> Iterator[Loaded]:
+    """Loaded items in the given order; with ``workers`` > 0 decoded in that many processes, at most
+    ``prefetch`` items ahead of the consumer (``workers`` = 0 decodes in this process)."""
+    if workers <= 0:
+        for it in items:
+            yield load_item(it.index, source.payload(it), spec)
+        return
+    # spawn, not fork: the parent holds torch's thread pools, which do not survive a fork safely
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+    ) as pool:
+        queue: deque = deque()
+        todo = iter(items)
+
+        def submit() -> None:
+            it = next(todo, None)
+            if it is not None:
+                queue.append(pool.submit(load_item, it.index, source.payload(it), spec))
+
+        for _ in range(max(1, prefetch)):
+            submit()
+        while queue:
+            fut = queue.popleft()
+            submit()
+            try:
+                yield fut.result()
+            except BrokenProcessPool:
+                raise CorpusError(
+                    "an audio decoding worker died (out of memory?); re-run the same command to resume"
+                ) from None
+
+
+def run_local(
+    collector: ShardCollector,
+    source: Source,
+    items: Sequence[Item],
+    spec: LoadSpec,
+    codec: Codec,
+    bandwidth: float,
+    max_samples: int,
+    workers: int,
+    window: int,
+) -> None:
+    """The local engine: windows of ``window`` items, sorted by length inside a window, batched."""
+    buffer: list[Loaded] = []
+
+    def flush() -> None:
+        for results in iter_encode(codec, buffer, bandwidth, max_samples):
+            collector.add(results)
+        buffer.clear()
+
+    for loaded in iter_loaded(source, items, spec, workers, prefetch=2 * window):
+        buffer.append(loaded)
+        if len(buffer) >= window:
+            flush()
+    flush()
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def encode_corpus(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    model: str | os.PathLike[str] | Codec = "facebook/encodec_24khz",
+    bandwidth: float = 6.0,
+    *,
+    device: str = "cpu",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    workers: int | None = None,
+    window: int = DEFAULT_WINDOW,
+    batch_seconds: float | None = None,
+    min_duration: float = DEFAULT_MIN_DURATION,
+    max_duration: float | None = None,
+    audio_column: str | None = None,
+    split: str | None = None,
+    tokens: Sequence[str] = (),
+    engine: str = "local",
+    ray_address: str | None = None,
+    num_actors: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    model_source: str | os.PathLike[str] | None = None,
+) -> CorpusSummary:
+    """Encode every item of ``source`` at ``bandwidth`` kbps into sharded Parquet in ``out_dir``.
+
+    Re-running the same call on the same folder resumes: finished shards are kept, the others are
+    (re)done. See ``docs/corpus.md`` for the columns and the folder layout.
+
+    Args:
+        source: audio folder, ``.csv``/``.jsonl`` manifest, datasets folder / Parquet, or hub dataset.
+        model: hub id, model folder, Meta ``.th`` file, or a loaded :class:`~rvqkit.Codec`.
+        shard_size: items per shard (rows per Parquet file, fewer where items fail).
+        workers: audio decoding processes (default: CPU cores - 1, at most 8; 0 = in this process).
+        window: items sorted by length together before batching.
+        batch_seconds: audio seconds per model call (default: from free GPU memory, 60 s on CPU).
+        min_duration, max_duration: accepted item durations in seconds; others go to ``errors.jsonl``.
+        tokens: token layouts to write beside the codes (see :mod:`rvqkit.corpus.tokenize`).
+        engine: ``"local"`` or ``"ray"`` (Ray Data; ``ray_address`` / ``num_actors`` apply).
+        model_source: where ``model`` was loaded from when a Codec is given (stored in the manifest,
+            used by ``decode`` and by Ray actors to load their own copy).
+    """
+    if shard_size < 1:
+        raise CorpusError(f"--shard-size must be at least 1, got {shard_size}")
+    if window < 1:
+        raise CorpusError(f"--window must be at least 1, got {window}")
+    if max_duration is not None and max_duration <= 0:
+        raise CorpusError(f"--max-duration must be positive, got {max_duration}")
+    if engine not in ("local", "ray"):
+        raise CorpusError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+    codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
+    if model_source is None:
+        model_source = codec.name if isinstance(model, Codec) else str(model)
+    n_q = codec.n_q_for(bandwidth)
+    token_specs = token_columns(tokens, n_q)
+    src = open_source(source, audio_column=audio_column, split=split)
+    items = src.items
+    job = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "rvqkit_version": __version__,
+        "model": {
+            "name": codec.name,
+            "weights_sha256": codec.weights_sha256,
+            "sample_rate": codec.sample_rate,
+            "channels": codec.channels,
+            "frame_rate": codec.frame_rate,
+            "codebook_size": codec.codebook_size,
+        },
+        "model_source": str(model_source),
+        "bandwidth": codec.config.bandwidth_for_n_q(n_q),
+        "n_q": n_q,
+        "codes": {"column": "codes", "type": "list<list<int16>>", "layout": "[n_q][frames]"},
+        "shard_size": shard_size,
+        "num_shards": (len(items) + shard_size - 1) // shard_size,
+        "num_items": len(items),
+        "source": {
+            "kind": src.kind,
+            "location": src.location,
+            "fingerprint": src.fingerprint(),
+            "columns": list(src.extra_columns),
+        },
+        "filters": {"min_duration": min_duration, "max_duration": max_duration},
+        "tokens": [s.describe() for s in token_specs] or None,
+    }
+    out = OutputDir(out_dir)
+    out.prepare(job, overwrite)
+    num_shards = job["num_shards"]
+    done = {k: rec for k in range(num_shards) if (rec := out.read_record(k)) is not None}
+    todo_items = [it for it in items if it.index // shard_size not in done]
+    sch = schema(codec.config.normalize, src.extra_columns, [s.column for s in token_specs])
+    spec = LoadSpec(codec.sample_rate, codec.channels, min_duration, max_duration)
+    max_samples = auto_batch_samples(codec, batch_seconds)
+    start = time.perf_counter()
+    with JobProgress(len(items), len(items) - len(todo_items), enabled=progress) as bar:
+        collector = ShardCollector(out, items, shard_size, sch, bar, token_specs, codec.codebook_size)
+        if todo_items and engine == "local":
+            n_workers = default_workers() if workers is None else workers
+            run_local(collector, src, todo_items, spec, codec, bandwidth, max_samples, n_workers, window)
+        elif todo_items:
+            from .ray_engine import run_ray
+
+            run_ray(
+                collector,
+                src,
+                todo_items,
+                spec,
+                model=str(model_source) if _loadable(model_source) else codec,
+                bandwidth=bandwidth,
+                device=device,
+                batch_seconds=batch_seconds,
+                address=ray_address,
+                num_actors=num_actors,
+            )
+    wall = time.perf_counter() - start
+    records = []
+    for k in range(num_shards):
+        rec = out.read_record(k)
+        if rec is None:
+            raise CorpusError(f"shard {k} was not written; re-run the same command to finish it")
+        records.append(rec)
+    manifest = out.finish(job, records, wall)
+    return CorpusSummary(
+        out_dir=out.root,
+        manifest=manifest,
+        shards_written=collector.written,
+        shards_resumed=len(done),
+        audio_seconds=collector.audio_seconds,
+        wall_seconds=wall,
+        counts=manifest["counts"],
+    )
+
+
+def _loadable(model_source: str | os.PathLike[str]) -> bool:
+    """Whether Ray actors can load the weights themselves (a path or hub id), rather than be sent them."""
+    text = str(model_source)
+    return Path(text).expanduser().exists() or ("/" in text and not text.startswith((".", "/", "~")))

@@ -1,0 +1,280 @@
+"""The output folder of a corpus job: Parquet shards, their resume records, ``errors.jsonl`` and
+``manifest.json``.
+
+Layout::
+
+    OUT_DIR/manifest.json                      job settings (model, weights sha256, bandwidth ...), counts
+    OUT_DIR/data/shard-00000-of-00012.parquet  one row per encoded item, in source order
+    OUT_DIR/records/shard-00000.json           which inputs shard 0 holds, its rows and errors
+    OUT_DIR/errors.jsonl                       every item without a row, and why
+
+Shard ``k`` always holds the items ``[k * shard_size, (k + 1) * shard_size)`` of the source order, so
+a re-run knows from the records which shards are finished. A shard's Parquet file is written to a
+temporary name and renamed into place, then its record is written the same way; a shard counts as
+done only when its record exists and its Parquet footer holds the recorded number of rows. A job
+killed at any moment therefore leaves whole shards or nothing, and re-running finishes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .items import CorpusError, Item, Result
+
+FORMAT = "rvqkit-corpus"
+FORMAT_VERSION = 1
+DATA_DIR = "data"
+RECORD_DIR = "records"
+MANIFEST = "manifest.json"
+ERRORS = "errors.jsonl"
+TMP_MARK = ".tmp-"
+# settings that must match for a re-run to resume an existing output folder
+JOB_KEYS = ("model", "bandwidth", "n_q", "shard_size", "num_items", "source", "filters", "tokens")
+
+
+def shard_name(k: int, num_shards: int) -> str:
+    return f"shard-{k:05d}-of-{num_shards:05d}.parquet"
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp)`` to a temporary file next to ``path``, fsync it, rename it into place."""
+    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8"))
+
+
+# -- Parquet schema and tables -----------------------------------------------------------------------------
+CODES_TYPE = pa.list_(pa.list_(pa.int16()))  # [n_q][frames]
+
+
+def schema(
+    has_scales: bool, extra_columns: Sequence[str] = (), token_columns: Sequence[str] = ()
+) -> pa.Schema:
+    """Columns of a shard. ``codes`` is ``list<list<int16>>`` indexed ``[codebook][frame]``."""
+    fields = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("path", pa.string()),
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("sample_rate", pa.int32()),  # original, Hz
+        pa.field("channels", pa.int32()),  # original
+        pa.field("num_samples", pa.int64()),  # original, samples
+        pa.field("duration", pa.float64()),  # seconds
+        pa.field("model_samples", pa.int64()),  # samples at the model's rate: what the codes decode to
+        pa.field("num_frames", pa.int32()),  # code frames
+        pa.field("codes", CODES_TYPE),
+    ]
+    if has_scales:
+        fields.append(pa.field("scales", pa.list_(pa.float32())))  # per 1 s segment (48 kHz model)
+    fields += [pa.field(c, pa.string()) for c in extra_columns]
+    fields += [pa.field(c, pa.list_(pa.int32())) for c in token_columns]
+    return pa.schema(fields)
+
+
+def _codes_array(codes: Sequence[np.ndarray]) -> pa.Array:
+    """``list<list<int16>>`` from int16 ``[n_q, frames]`` arrays without a Python loop over frames."""
+    n_q = np.array([c.shape[0] for c in codes], dtype=np.int32)
+    frames = np.concatenate([np.full(c.shape[0], c.shape[1], dtype=np.int32) for c in codes] or [[]])
+    inner_off = np.concatenate([[0], np.cumsum(frames)]).astype(np.int32)
+    outer_off = np.concatenate([[0], np.cumsum(n_q)]).astype(np.int32)
+    values = pa.array(
+        np.concatenate([c.reshape(-1) for c in codes]) if codes else np.zeros(0, np.int16), pa.int16()
+    )
+    inner = pa.ListArray.from_arrays(pa.array(inner_off), values)
+    return pa.ListArray.from_arrays(pa.array(outer_off), inner)
+
+
+def build_table(items: Sequence[Item], results: Sequence[Result], sch: pa.Schema) -> pa.Table:
+    """One row per successful result, in the order given."""
+    cols: dict[str, Any] = {
+        "id": [it.id for it in items],
+        "path": [it.path for it in items],
+        "index": [it.index for it in items],
+        "sample_rate": [r.sample_rate for r in results],
+        "channels": [r.channels for r in results],
+        "num_samples": [r.num_samples for r in results],
+        "duration": [r.duration for r in results],
+        "model_samples": [r.model_samples for r in results],
+        "num_frames": [int(r.codes.shape[-1]) for r in results],  # type: ignore[union-attr]
+    }
+    arrays = [pa.array(cols[f.name], f.type) for f in sch if f.name in cols]
+    arrays.append(_codes_array([r.codes for r in results]))  # type: ignore[misc]
+    names = [f.name for f in sch if f.name in cols] + ["codes"]
+    if "scales" in sch.names:
+        arrays.append(pa.array([r.scales.tolist() for r in results], pa.list_(pa.float32())))  # type: ignore[union-attr]
+        names.append("scales")
+    for f in sch:
+        if f.name in names:
+            continue
+        if f.type == pa.string():  # carried columns
+            arrays.append(pa.array([dict(it.extra).get(f.name) for it in items], pa.string()))
+        else:  # token sequences
+            arrays.append(pa.array([r.tokens[f.name].tolist() for r in results], f.type))
+        names.append(f.name)
+    table = pa.Table.from_arrays(arrays, names=names)
+    return table.select(sch.names).cast(sch)
+
+
+# -- the output folder ------------------------------------------------------------------------------------
+class OutputDir:
+    """The files of one job in ``root``; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.data = self.root / DATA_DIR
+        self.records = self.root / RECORD_DIR
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self.manifest_path.is_file():
+            return None
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CorpusError(f"{self.manifest_path}: unreadable ({e})") from None
+
+    def prepare(self, job: dict[str, Any], overwrite: bool) -> None:
+        """Create the folder for ``job`` or check that it holds the same job (to resume it).
+
+        An existing folder of another job, or a non-empty folder that is not a corpus output, is an
+        error unless ``overwrite`` (which removes only this job's kind of files)."""
+        old = self.read_manifest()
+        if old is not None and not overwrite:
+            if old.get("format") != FORMAT:
+                raise CorpusError(f"{self.manifest_path} is not an rvqkit corpus manifest")
+            diff = [k for k in JOB_KEYS if old.get(k) != job.get(k)]
+            if diff:
+                raise CorpusError(
+                    f"{self.root} holds a job with other settings ({', '.join(diff)} differ); "
+                    "use another output folder, or --overwrite to replace it"
+                )
+        elif old is None and self.root.is_dir() and any(self.root.iterdir()) and not overwrite:
+            raise CorpusError(f"{self.root} exists and is not empty; pass --overwrite to replace it")
+        if overwrite:
+            self.clear()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if old is None or overwrite:  # first, so that a folder with our sub-folders always has a manifest
+            write_json_atomic(self.manifest_path, {**job, "status": "running"})
+        self.data.mkdir(exist_ok=True)
+        self.records.mkdir(exist_ok=True)
+        self.remove_temp_files()
+
+    def clear(self) -> None:
+        """Remove the files a corpus job writes (nothing else)."""
+        for folder, pattern in ((self.data, "shard-*.parquet*"), (self.records, "shard-*.json*")):
+            if folder.is_dir():
+                for p in folder.glob(pattern):
+                    p.unlink()
+        for name in (MANIFEST, ERRORS):
+            for p in self.root.glob(f"{name}*"):
+                p.unlink()
+
+    def remove_temp_files(self) -> None:
+        """Temporary files left by a killed run."""
+        for folder in (self.root, self.data, self.records):
+            for p in folder.glob(f"*{TMP_MARK}*"):
+                p.unlink()
+
+    def record_path(self, k: int) -> Path:
+        return self.records / f"shard-{k:05d}.json"
+
+    def read_record(self, k: int) -> dict[str, Any] | None:
+        """Shard ``k``'s record if the shard is complete (record present, Parquet rows as recorded)."""
+        path = self.record_path(k)
+        if not path.is_file():
+            return None
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            if rec["rows"] and pq.read_metadata(self.root / rec["file"]).num_rows != rec["rows"]:
+                return None
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            return None
+        return rec
+
+    def write_shard(
+        self,
+        k: int,
+        num_shards: int,
+        items: Sequence[Item],
+        results: Sequence[Result],
+        sch: pa.Schema,
+    ) -> dict[str, Any]:
+        """Write shard ``k`` (rows of the successful results) and then its record; returns the record."""
+        ok = [(it, r) for it, r in zip(items, results, strict=True) if r.ok]
+        file = f"{DATA_DIR}/{shard_name(k, num_shards)}"
+        if ok:
+            table = build_table([it for it, _ in ok], [r for _, r in ok], sch)
+            write_atomic(self.root / file, lambda p: pq.write_table(table, p, compression="zstd"))
+        errors = [
+            {"id": it.id, "path": it.path, "index": it.index, "reason": r.reason, "message": r.message}
+            for it, r in zip(items, results, strict=True)
+            if not r.ok
+        ]
+        rec = {
+            "shard": k,
+            "file": file if ok else None,
+            "inputs": [it.id for it in items],
+            "first_index": items[0].index,
+            "rows": len(ok),
+            "errors": errors,
+            "audio_seconds": sum(r.duration for _, r in ok),
+            "frames": sum(int(r.codes.shape[-1]) for _, r in ok),  # type: ignore[union-attr]
+        }
+        write_json_atomic(self.record_path(k), rec)
+        return rec
+
+    def finish(self, job: dict[str, Any], records: Sequence[dict[str, Any]], wall_seconds: float) -> dict:
+        """Write ``errors.jsonl`` and the final ``manifest.json`` from all shard records."""
+        errors = [e for rec in records for e in rec["errors"]]
+        lines = "".join(json.dumps(e) + "\n" for e in errors)
+        write_atomic(self.root / ERRORS, lambda p: p.write_text(lines, encoding="utf-8"))
+        by_reason: dict[str, int] = {}
+        for e in errors:
+            by_reason[e["reason"]] = by_reason.get(e["reason"], 0) + 1
+        counts = {
+            "items": sum(len(rec["inputs"]) for rec in records),
+            "rows": sum(rec["rows"] for rec in records),
+            "errors": len(errors),
+            "errors_by_reason": by_reason,
+            "shards": len(records),
+            "shards_with_rows": sum(1 for rec in records if rec["file"]),
+            "audio_seconds": sum(rec["audio_seconds"] for rec in records),
+            "frames": sum(rec["frames"] for rec in records),
+        }
+        manifest = {
+            **job,
+            "status": "complete",
+            "counts": counts,
+            "files": [rec["file"] for rec in records if rec["file"]],
+            "last_run_seconds": wall_seconds,
+        }
+        write_json_atomic(self.manifest_path, manifest)
+        return manifest
