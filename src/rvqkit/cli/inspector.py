@@ -1,0 +1,105 @@
+"""``rvqkit inspect``: the step-by-step walk through the codec as a report, with PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import RvqkitError
+from . import (
+    DEFAULT_MODEL,
+    BandwidthOpt,
+    DeviceOpt,
+    ModelOpt,
+    OverwriteOpt,
+    app,
+    err,
+    load_codec,
+    user_errors,
+)
+
+
+def parse_ks(text: str | None) -> list[int] | None:
+    """``"1,2,4"`` → ``[1, 2, 4]``."""
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise RvqkitError(f"--k takes comma-separated codebook counts like 1,2,4; got {text!r}") from None
+
+
+def print_report(report: dict, plots: list[str], folder: Path | None) -> None:
+    from ..inspector import LAYER_COLUMNS, RECON_COLUMNS, overview_rows, table
+
+    out = Console(soft_wrap=True)
+    for label, value in overview_rows(report):
+        out.print(f"[bold]{label:>12}[/]: {value}", highlight=False)
+    for title, rows, cols in (
+        (
+            "Quantizer layers (residual norm: mean per-frame L2 norm after the layer)",
+            report["layers"],
+            LAYER_COLUMNS,
+        ),
+        ("Reconstructions from the first k codebooks", report["reconstructions"], RECON_COLUMNS),
+    ):
+        head, cells = table(rows, cols)
+        t = Table(title=title, title_justify="left")
+        for h in head:
+            t.add_column(h, justify="right")
+        for r in cells:
+            t.add_row(*r)
+        out.print(t)
+    if folder is not None:
+        files = ["report.json", "report.md", *plots]
+        err.print(f"wrote {', '.join(files)} in {folder}", highlight=False)
+
+
+@app.command("inspect")
+@user_errors
+def inspect_command(
+    input: Annotated[Path, typer.Argument(help="Audio file (WAV, FLAC, OGG, MP3).")],
+    model: ModelOpt = DEFAULT_MODEL,
+    bandwidth: BandwidthOpt = 6.0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for report.json, report.md and the PNG plots."),
+    ] = None,
+    k: Annotated[
+        str | None,
+        typer.Option(
+            "--k", help="Reconstruct from these first-k codebook counts, e.g. 1,2,8 (default 1,2,4,… n_q)."
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON instead of tables.")
+    ] = False,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="With --out, write the report only.")] = False,
+    device: DeviceOpt = "cpu",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Walk a file through the codec step by step: input, embeddings, each quantizer layer (indices,
+    residual norm, codebook usage) and reconstructions from the first k codebooks; with --out, also
+    write the report as JSON and Markdown and plot waveforms, log-mel spectrograms, residual norms and codes."""
+    from ..audio import read_audio
+    from ..inspector import check_report_folder, inspect_audio, json_ready, write_report
+
+    ks = parse_ks(k)
+    if out is not None:
+        check_report_folder(out, overwrite, plots=not no_plots)
+    audio, sr = read_audio(input)
+    codec = load_codec(model, device)
+    codec.n_q_for(bandwidth)
+    with err.status(f"Inspecting {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):
+        insp = inspect_audio(codec, audio, sr, bandwidth=bandwidth, ks=ks)
+        if out is not None:
+            write_report(insp, out, overwrite=overwrite, plots=not no_plots)
+    if json_out:
+        print(json.dumps(json_ready({**insp.report, "plots": insp.plots}), indent=2))
+        return
+    print_report(insp.report, insp.plots, out)
