@@ -283,6 +283,26 @@ class Codec:
         signal at 24 kHz), multiplied by ``scale`` ``[batch, 1]`` when given."""
         return self.model.synthesize(embeddings.to(self.device), scale)
 
+    # -- streaming ---------------------------------------------------------------------------------------
+    def streaming(self, batch_size: int = 1, bandwidth: float = DEFAULT_BANDWIDTH):
+        """Context manager giving a :class:`~rvqkit.stream.StreamingSession` (``.encoder``, ``.decoder``)
+        for ``batch_size`` independent streams in lockstep; its state is dropped on exit."""
+        from .stream import streaming
+
+        return streaming(self, batch_size, bandwidth)
+
+    def stream_encoder(self, bandwidth: float = DEFAULT_BANDWIDTH, batch_size: int = 1):
+        """A :class:`~rvqkit.stream.StreamEncoder`: push audio chunks, get codes as frames become final."""
+        from .stream import StreamEncoder
+
+        return StreamEncoder(self, bandwidth, batch_size)
+
+    def stream_decoder(self, batch_size: int = 1, length: int | None = None):
+        """A :class:`~rvqkit.stream.StreamDecoder`: push codes, get audio as it becomes final."""
+        from .stream import StreamDecoder
+
+        return StreamDecoder(self, batch_size, length)
+
     def __repr__(self) -> str:
         return (
             f"Codec({self.name}, {self.sample_rate} Hz, {self.channels} ch, {self.frame_rate} frames/s, "

@@ -9,10 +9,13 @@ split left/right (non-causal), plus the extra right padding that makes the last 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .streaming import StreamingModule, empty_like_time
 
 
 def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
@@ -36,8 +39,31 @@ def pad1d(x: torch.Tensor, left: int, right: int, mode: str = "reflect") -> torc
     return padded[..., : padded.shape[-1] - extra]
 
 
-class SConv1d(nn.Module):
-    """Conv1d with EnCodec's causal or centred reflect padding and optional time group norm."""
+@dataclass
+class ConvState:
+    """Streaming state of :class:`SConv1d`: raw input kept from sample ``start`` on, and counters."""
+
+    buffer: torch.Tensor | None = None
+    start: int = 0  # index in the whole signal of buffer[..., 0]
+    received: int = 0  # input samples seen so far
+    emitted: int = 0  # output samples returned so far
+
+
+@dataclass
+class ConvTransposeState:
+    """Streaming state of :class:`SConvTranspose1d`: the overlapping tail of partial sums (no bias)."""
+
+    tail: torch.Tensor | None = None
+
+
+class SConv1d(StreamingModule):
+    """Conv1d with EnCodec's causal or centred reflect padding and optional time group norm.
+
+    Streaming (causal only): output ``j`` reads the padded input window starting at ``j * stride``; the
+    left reflect padding needs input samples ``1..padding_total``, so outputs start once
+    ``padding_total + 1`` samples have arrived and then follow the input with no lag. Raw input is kept
+    until no later window needs it; the end's extra padding is applied on the final call.
+    """
 
     def __init__(
         self,
@@ -72,9 +98,54 @@ class SConv1d(nn.Module):
         y = self.conv(pad1d(x, left, right, self.pad_mode))
         return y if self.norm is None else self.norm(y)
 
+    def init_state(self, batch_size: int) -> ConvState:
+        if not self.causal or self.norm is not None:
+            raise ValueError("sample-level streaming needs causal convolutions without time group norm")
+        return ConvState()
 
-class SConvTranspose1d(nn.Module):
-    """ConvTranspose1d that trims EnCodec's fixed padding (all on the right when causal)."""
+    def _pad(self, x: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        mode = "reflect" if self.pad_mode == "reflect" else "constant"
+        return F.pad(x, (left, right), mode=mode) if left or right else x
+
+    def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
+        buf = x if state.buffer is None else torch.cat([state.buffer, x], dim=-1)
+        state.buffer = buf
+        state.received += x.shape[-1]
+        n, s, k, p = state.received, self.stride, self.kernel_size, self.padding_total
+        if final and state.emitted == 0 and state.start == 0:
+            # Nothing returned yet and the whole signal is here: exactly the offline computation.
+            state.buffer = None
+            return self.forward(buf) if n > 0 else empty_like_time(x, self.conv.out_channels)
+        if final:
+            n_end = math.ceil(n / s)  # the offline output count (kernel_size - padding_total == stride)
+            extra = extra_padding_for_conv1d(n, k, s, p)
+        elif n > p:
+            n_end, extra = n // s, 0
+        else:
+            return empty_like_time(x, self.conv.out_channels)
+        if n_end <= state.emitted:
+            return empty_like_time(x, self.conv.out_channels)
+        if state.start == 0:
+            arr, offset = self._pad(buf, p, 0), 0  # offset: padded-signal index of arr[..., 0]
+        else:
+            arr, offset = buf, state.start + p
+        arr = self._pad(arr, 0, extra)
+        y = self.conv(arr[..., state.emitted * s - offset : (n_end - 1) * s + k - offset])
+        state.emitted = n_end
+        new_start = max(0, n_end * s - p)  # first raw sample a later window still reads
+        if new_start > state.start:
+            state.buffer = buf[..., new_start - state.start :]
+            state.start = new_start
+        return y
+
+
+class SConvTranspose1d(StreamingModule):
+    """ConvTranspose1d that trims EnCodec's fixed padding (all on the right when causal).
+
+    Streaming (causal, all trimming on the right): ``k`` input frames give ``k * stride`` final output
+    samples; the overlap of the last frame with the next is kept as state and the trimmed tail is
+    dropped at the end, as offline.
+    """
 
     def __init__(
         self,
@@ -102,3 +173,20 @@ class SConvTranspose1d(nn.Module):
             y = self.norm(y)
         left, right = self.trim
         return y[..., left : y.shape[-1] - right]
+
+    def init_state(self, batch_size: int) -> ConvTransposeState:
+        if not self.causal or self.trim[0] != 0 or self.norm is not None:
+            raise ValueError("streaming needs a causal transposed convolution trimmed on the right")
+        return ConvTransposeState()
+
+    def step(self, x: torch.Tensor, state: ConvTransposeState, final: bool = False) -> torch.Tensor:
+        n = x.shape[-1]
+        if n == 0:
+            return empty_like_time(x, self.conv.out_channels)
+        y = F.conv_transpose1d(x, self.conv.weight, None, self.stride)
+        overlap = self.kernel_size - self.stride
+        if state.tail is not None:
+            y[..., :overlap] += state.tail
+        state.tail = y[..., n * self.stride :]
+        out = y[..., : n * self.stride]
+        return out if self.conv.bias is None else out + self.conv.bias[:, None]

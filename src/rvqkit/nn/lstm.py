@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from .streaming import StreamingModule
 
-class SLSTM(nn.Module):
-    """Multi-layer LSTM over time plus the input (skip connection)."""
+
+@dataclass
+class LSTMState:
+    """Hidden and cell states ``[num_layers, B, C]`` after the last step, or None at the start."""
+
+    hc: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class SLSTM(StreamingModule):
+    """Multi-layer LSTM over time plus the input (skip connection); streaming carries (h, c)."""
 
     def __init__(self, dimension: int, num_layers: int = 2) -> None:
         super().__init__()
@@ -20,3 +31,12 @@ class SLSTM(nn.Module):
         seq = x.permute(2, 0, 1)
         y, new_state = self.lstm(seq, state)
         return (y + seq).permute(1, 2, 0), new_state
+
+    def init_state(self, batch_size: int) -> LSTMState:
+        return LSTMState()
+
+    def step(self, x: torch.Tensor, state: LSTMState, final: bool = False) -> torch.Tensor:
+        if x.shape[-1] == 0:
+            return x
+        y, state.hc = self.forward(x, state.hc)
+        return y

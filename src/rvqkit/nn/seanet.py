@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..config import CodecConfig
 from .conv import SConv1d, SConvTranspose1d
 from .lstm import SLSTM
+from .streaming import StreamingModule, init_layer_state, step_layer
 
 
 def _conv(cfg: CodecConfig, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> SConv1d:
@@ -23,8 +27,26 @@ def _conv(cfg: CodecConfig, cin: int, cout: int, kernel: int, stride: int = 1, d
     )
 
 
-class ResnetBlock(nn.Module):
-    """``shortcut(x) + conv1x1(elu(conv_k(elu(x))))``, the hidden width reduced by ``compress``."""
+@dataclass
+class ResnetState:
+    """Streaming state of :class:`ResnetBlock`: its layers' states and shortcut outputs awaiting the block's."""
+
+    block: list[Any]
+    shortcut: Any
+    pending: torch.Tensor | None = None
+
+
+@dataclass
+class SequentialState:
+    layers: list[Any] = field(default_factory=list)
+
+
+class ResnetBlock(StreamingModule):
+    """``shortcut(x) + conv1x1(elu(conv_k(elu(x))))``, the hidden width reduced by ``compress``.
+
+    Streaming: the block path starts later than the 1x1 shortcut (its first convolution waits for the
+    samples its left reflect padding reads), so shortcut outputs wait in the state until matched.
+    """
 
     def __init__(self, cfg: CodecConfig, dim: int, dilations: tuple[int, int]) -> None:
         super().__init__()
@@ -44,8 +66,24 @@ class ResnetBlock(nn.Module):
             y = layer(y)
         return self.shortcut(x) + y
 
+    def init_state(self, batch_size: int) -> ResnetState:
+        return ResnetState(
+            [init_layer_state(layer, batch_size) for layer in self.block],
+            init_layer_state(self.shortcut, batch_size),
+        )
 
-class _Sequential(nn.Module):
+    def step(self, x: torch.Tensor, state: ResnetState, final: bool = False) -> torch.Tensor:
+        short = step_layer(self.shortcut, x, state.shortcut, final)
+        y = x
+        for layer, st in zip(self.block, state.block, strict=True):
+            y = step_layer(layer, y, st, final)
+        pending = short if state.pending is None else torch.cat([state.pending, short], dim=-1)
+        n = y.shape[-1]
+        state.pending = pending[..., n:]
+        return pending[..., :n] + y
+
+
+class _Sequential(StreamingModule):
     """A list of layers run in order; the LSTM is the one layer that returns a state beside its output."""
 
     layers: nn.ModuleList
@@ -53,6 +91,14 @@ class _Sequential(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x)[0] if isinstance(layer, SLSTM) else layer(x)
+        return x
+
+    def init_state(self, batch_size: int) -> SequentialState:
+        return SequentialState([init_layer_state(layer, batch_size) for layer in self.layers])
+
+    def step(self, x: torch.Tensor, state: SequentialState, final: bool = False) -> torch.Tensor:
+        for layer, st in zip(self.layers, state.layers, strict=True):
+            x = step_layer(layer, x, st, final)
         return x
 
 

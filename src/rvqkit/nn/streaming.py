@@ -1,0 +1,48 @@
+"""Streaming: running a module on a signal cut into chunks, with its state carried between calls.
+
+One network serves offline and streaming use. Each streaming module keeps the usual ``forward`` for a
+whole signal and adds ``init_state`` and ``step``: ``step(x, state, final)`` consumes the next chunk
+``x`` ``[B, C, n]`` (``n`` may be 0), updates ``state`` in place and returns every output sample that
+is now final (possibly none). ``final=True`` marks the end of the signal: the module then applies the
+end-of-signal padding exactly as ``forward`` does and returns the rest. Feeding a whole signal as one
+final chunk is the offline computation.
+
+States are explicit objects owned by the caller, so one model can serve many independent streams
+(a state per stream) and a state can be dropped or re-created (reset) at any time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class StreamingModule(nn.Module):
+    """A module with an explicit streaming state (see the module docstring)."""
+
+    def init_state(self, batch_size: int) -> Any:
+        """A fresh state for ``batch_size`` independent streams (start of signal)."""
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, state: Any, final: bool = False) -> torch.Tensor:
+        """Consume chunk ``x`` and return the outputs that are now final."""
+        raise NotImplementedError
+
+
+def init_layer_state(layer: nn.Module, batch_size: int) -> Any:
+    """The layer's fresh state, or None for stateless layers (activations)."""
+    return layer.init_state(batch_size) if isinstance(layer, StreamingModule) else None
+
+
+def step_layer(layer: nn.Module, x: torch.Tensor, state: Any, final: bool) -> torch.Tensor:
+    """Stream ``x`` through ``layer``: stateful layers step, stateless ones apply pointwise."""
+    if isinstance(layer, StreamingModule):
+        return layer.step(x, state, final)
+    return layer(x)
+
+
+def empty_like_time(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """A ``[B, channels, 0]`` tensor on ``x``'s device and dtype: "no output yet"."""
+    return x.new_zeros(x.shape[0], channels, 0)
