@@ -136,7 +136,8 @@ def run_ray(
         rows.append(
             {"index": it.index, "path": "" if is_bytes else payload, "data": payload if is_bytes else b""}
         )
-    blocks = max(1, min(len(rows) // ITEMS_PER_CALL, 10 * num_actors))
+    # enough blocks that every actor gets work, few enough that per-block overhead stays small
+    blocks = max(1, min(len(rows), max(4 * num_actors, len(rows) // ITEMS_PER_CALL), 10_000))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = ds.map_batches(
         CodecActor,
