@@ -5,7 +5,11 @@ name the item and position of the first token that does not fit."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -262,3 +266,50 @@ def test_tokens_to_audio_equals_direct_decode(hf_24k):
     one = codec.decode(dataclasses.replace(enc, codes=c1))
     assert torch.equal(one, codec.decode(enc, n_q=1))
     assert not torch.equal(one, codec.decode(enc))
+
+
+# -- command line ----------------------------------------------------------------------------------------
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rvqkit", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_tokens_and_back_to_audio(hf_24k, tmp_path):
+    from conftest import make_signal
+
+    _, folder = hf_24k
+    codec = Codec.from_pretrained(folder)
+    enc = codec.encode(make_signal(6000, 1, 24000, seed=2), 24000, bandwidth=3.0)
+    codes_file = tmp_path / "codes.npz"
+    enc.save(codes_file)
+
+    res = run_cli(
+        "tokens", codes_file, "--layout", "flatten", "--n-q", "2", "--offset", "100", "--begin", "auto"
+    )
+    assert res.returncode == 0, res.stderr
+    printed = [int(v) for v in res.stdout.split()]
+    want = TokenLayout("flatten", 2, offset=100, begin=True).encode(enc.codes, enc.frame_lengths).ids[0]
+    assert printed == want.tolist()
+    assert "vocab size 2150" in res.stderr  # 100 + 2 x 1024 audio ids, then pad and begin
+
+    tok = tmp_path / "tokens.json"
+    res = run_cli("tokens", codes_file, "-l", "delay", "--end", "auto", "-o", tok)
+    assert res.returncode == 0, res.stderr
+    wav = tmp_path / "back.wav"
+    res = run_cli("detokenize", tok, wav, "--model", folder)
+    assert res.returncode == 0, res.stderr
+    import soundfile as sf
+
+    audio, sr = sf.read(wav, dtype="float32")
+    direct = codec.decode(enc)[0, 0].numpy()
+    assert sr == 24000 and audio.shape == direct.shape
+    assert np.abs(audio - np.clip(direct, -1, 1)).max() <= 1 / 32768 + 1e-6  # 16-bit WAV rounding
+
+    # a broken delay pattern is one line naming the position
+    doc = json.loads(tok.read_text())
+    doc["items"][0][2][1] = 5
+    tok.write_text(json.dumps(doc))
+    res = run_cli("detokenize", tok, tmp_path / "x.wav", "--model", folder)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "item 0, stream 2, position 1: broken delay pattern" in res.stderr
+    res = run_cli("tokens", codes_file, "--n-q", "5")
+    assert res.returncode == 1 and "takes 5 codebooks, the codes hold 4" in res.stderr
