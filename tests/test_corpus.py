@@ -366,3 +366,39 @@ def test_decoded_audio_matches_codec_decode(encoded, codec24, tmp_path):
     ref = np.clip(codec24.decode(enc)[0, 0].numpy(), -1, 1)
     got = sf.read(path, dtype="float32")[0]
     assert np.abs(got - ref).max() < 2 / 32768  # 16-bit WAV
+
+
+def test_token_columns_beside_and_instead_of_codes(corpus, encoded, codec24, tmp_path):
+    from rvqkit.tokens import TokenLayout
+
+    root, _, _ = corpus
+    both = tmp_path / "both"
+    encode_corpus(
+        root / "speaker_a", both, codec24, 6.0, workers=0, progress=False,
+        tokens=["flatten", "delay"], token_offset=100, token_begin=True,
+    )  # fmt: skip
+    rows = read_output(both).to_pylist()
+    m = json.loads((both / "manifest.json").read_text())
+    assert [t["column"] for t in m["tokens"]] == ["tokens_flatten", "tokens_delay"]
+    for spec in m["tokens"]:
+        layout = TokenLayout.from_settings(spec["settings"])
+        assert layout.vocab.offset == 100 and layout.vocab.begin is not None
+        for row in rows:
+            want = layout.encode(np.asarray(row["codes"])).items()[0]
+            assert np.array_equal(np.asarray(row[spec["column"]]), want.numpy())
+    assert np.asarray(rows[0]["tokens_delay"]).shape == (8, rows[0]["num_frames"] + 7 + 1)
+
+    only = tmp_path / "only"
+    encode_corpus(
+        root / "speaker_a", only, codec24, 6.0, workers=0, progress=False, tokens=["delay"], codes=False
+    )
+    table = read_output(only)
+    assert "codes" not in table.column_names and "tokens_delay" in table.column_names
+    rid = rows[1]["id"]
+    [from_tokens] = decode_corpus(only, tmp_path / "a", codec24, ids=[rid])
+    [from_codes] = decode_corpus(both, tmp_path / "b", codec24, ids=[rid])
+    assert np.array_equal(sf.read(from_tokens)[0], sf.read(from_codes)[0])
+    with pytest.raises(CorpusError, match="at least one token layout"):
+        encode_corpus(root / "speaker_a", tmp_path / "none", codec24, 6.0, progress=False, codes=False)
+    with pytest.raises(CorpusError, match="unknown token layout"):
+        encode_corpus(root / "speaker_a", tmp_path / "none", codec24, 6.0, progress=False, tokens=["zigzag"])

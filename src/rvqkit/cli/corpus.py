@@ -66,8 +66,23 @@ def encode(
     split: Annotated[str | None, typer.Option("--split", help="Split of a datasets source.")] = None,
     tokens: Annotated[
         list[str] | None,
-        typer.Option("--tokens", help="Also write token sequences in this layout (repeatable)."),
+        typer.Option(
+            "--tokens",
+            help="Also write token ids in this layout: flatten, codebook, delay or parallel (repeatable).",
+        ),
     ] = None,
+    token_offset: Annotated[
+        int, typer.Option("--token-offset", help="Id of the first audio token (e.g. a text vocabulary size).")
+    ] = 0,
+    token_begin: Annotated[
+        str | None, typer.Option("--token-begin", help="Begin token: 'auto' (next free id) or an id.")
+    ] = None,
+    token_end: Annotated[
+        str | None, typer.Option("--token-end", help="End token: 'auto' (next free id) or an id.")
+    ] = None,
+    codes: Annotated[
+        bool, typer.Option("--codes/--no-codes", help="Write the codes column (--no-codes: tokens only).")
+    ] = True,
     engine: Annotated[str, typer.Option("--engine", help="local or ray.")] = "local",
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Ray cluster to join (auto: the local `ray start`).")
@@ -85,6 +100,7 @@ def encode(
     corpus = _corpus()
     from ..codec import Codec
     from ..corpus.progress import speedup
+    from .tokens import parse_special
 
     with err.status(f"Loading {model} ..."):
         codec = Codec.from_pretrained(model, device=device)
@@ -103,6 +119,10 @@ def encode(
         audio_column=audio_column,
         split=split,
         tokens=tokens or (),
+        token_offset=token_offset,
+        token_begin=parse_special(token_begin, "token-begin"),
+        token_end=parse_special(token_end, "token-end"),
+        codes=codes,
         engine=engine,
         ray_address=ray_address,
         num_actors=num_actors,

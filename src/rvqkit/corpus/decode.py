@@ -61,8 +61,9 @@ def read_rows(files: Sequence[Path], ids: Sequence[str] | None = None, limit: in
             t = pq.read_table(f)
         except (OSError, pa.ArrowException) as e:
             raise CorpusError(f"{f}: not a readable Parquet shard ({e})") from None
-        if "codes" not in t.column_names or "id" not in t.column_names:
-            raise CorpusError(f"{f}: not an rvqkit corpus shard (no id/codes columns)")
+        has_codes = "codes" in t.column_names or any(c.startswith("tokens_") for c in t.column_names)
+        if "id" not in t.column_names or not has_codes:
+            raise CorpusError(f"{f}: not an rvqkit corpus shard (no id and codes or tokens columns)")
         if wanted is not None:
             t = t.filter(pc.is_in(t["id"], value_set=wanted))
         tables.append(t)
@@ -112,8 +113,9 @@ def decode_corpus(
             raise CorpusError(f"{exists[0]} exists; pass --overwrite to replace it")
     written = []
     has_scales = "scales" in table.column_names
+    to_codes = _codes_reader(table, manifest)
     for row, target in zip(table.to_pylist(), targets, strict=True):
-        codes = torch.tensor(np.asarray(row["codes"], dtype=np.int64))[None]
+        codes = to_codes(row)
         encoded = Encoded(
             codes=codes,
             scales=torch.tensor([row["scales"]], dtype=torch.float32) if has_scales else None,
@@ -129,3 +131,25 @@ def decode_corpus(
         write_audio(target, audio, codec.sample_rate, overwrite=overwrite)
         written.append(target)
     return written
+
+
+def _codes_reader(table: pa.Table, manifest: dict[str, Any] | None):
+    """``row -> codes [1, n_q, frames]``: the codes column, else the first token column (decoded with
+    the layout settings in the manifest)."""
+    if "codes" in table.column_names:
+        return lambda row: torch.tensor(np.asarray(row["codes"], dtype=np.int64))[None]
+    from ..tokens import TokenLayout
+
+    specs = (manifest or {}).get("tokens") or []
+    if not specs:
+        raise CorpusError(
+            "the shards hold only tokens; their layout settings are in manifest.json, not found"
+        )
+    column = specs[0]["column"]
+    layout = TokenLayout.from_settings(specs[0]["settings"])
+
+    def read(row: dict[str, Any]) -> torch.Tensor:
+        codes, frames = layout.decode(torch.tensor(np.asarray(row[column], dtype=np.int64))[None])
+        return codes[:, :, : int(frames[0])]
+
+    return read

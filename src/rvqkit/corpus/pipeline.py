@@ -63,13 +63,12 @@ class ShardCollector:
         sch: Any,
         progress: JobProgress,
         tokens: Sequence[TokenSpec] = (),
-        codebook_size: int = 1024,
     ):
         self.out, self.items, self.shard_size, self.schema = out, items, shard_size, sch
         self.num_shards = (len(items) + shard_size - 1) // shard_size
         self.pending: dict[int, dict[int, Result]] = {}
         self.progress = progress
-        self.tokens, self.codebook_size = tokens, codebook_size
+        self.tokens = tokens
         self.written = 0
         self.audio_seconds = 0.0
 
@@ -80,7 +79,7 @@ class ShardCollector:
         touched = set()
         for r in results:
             if r.ok and self.tokens:
-                r.tokens = {s.column: s.make(r.codes, self.codebook_size) for s in self.tokens}  # type: ignore[arg-type]
+                r.tokens = {s.column: s.make(r.codes) for s in self.tokens}  # type: ignore[arg-type]
             k = r.index // self.shard_size
             self.pending.setdefault(k, {})[r.index] = r
             touched.add(k)
@@ -187,7 +186,11 @@ def encode_corpus(
     max_duration: float | None = None,
     audio_column: str | None = None,
     split: str | None = None,
-    tokens: Sequence[str] = (),
+    tokens: Sequence[Any] = (),
+    token_offset: int = 0,
+    token_begin: bool | int = False,
+    token_end: bool | int = False,
+    codes: bool = True,
     engine: str = "local",
     ray_address: str | None = None,
     num_actors: int | None = None,
@@ -208,7 +211,10 @@ def encode_corpus(
         window: items sorted by length together before batching.
         batch_seconds: audio seconds per model call (default: from free GPU memory, 60 s on CPU).
         min_duration, max_duration: accepted item durations in seconds; others go to ``errors.jsonl``.
-        tokens: token layouts to write beside the codes (see :mod:`rvqkit.corpus.tokenize`).
+        tokens: token layouts to write beside the codes: names (``flatten``, ``codebook``, ``delay``,
+            ``parallel``, built with ``token_offset`` / ``token_begin`` / ``token_end``) or
+            :class:`~rvqkit.tokens.TokenLayout` objects; see :mod:`rvqkit.corpus.tokenize`.
+        codes: write the ``codes`` column (False: token columns only).
         engine: ``"local"`` or ``"ray"`` (Ray Data; ``ray_address`` / ``num_actors`` apply).
         model_source: where ``model`` was loaded from when a Codec is given (stored in the manifest,
             used by ``decode`` and by Ray actors to load their own copy).
@@ -225,7 +231,9 @@ def encode_corpus(
     if model_source is None:
         model_source = codec.name if isinstance(model, Codec) else str(model)
     n_q = codec.n_q_for(bandwidth)
-    token_specs = token_columns(tokens, n_q)
+    token_specs = token_columns(tokens, n_q, codec.codebook_size, token_offset, token_begin, token_end)
+    if not codes and not token_specs:
+        raise CorpusError("without the codes column, give at least one token layout (--tokens)")
     src = open_source(source, audio_column=audio_column, split=split)
     items = src.items
     job = {
@@ -243,7 +251,9 @@ def encode_corpus(
         "model_source": str(model_source),
         "bandwidth": codec.config.bandwidth_for_n_q(n_q),
         "n_q": n_q,
-        "codes": {"column": "codes", "type": "list<list<int16>>", "layout": "[n_q][frames]"},
+        "codes": {"column": "codes", "type": "list<list<int16>>", "layout": "[n_q][frames]"}
+        if codes
+        else None,
         "shard_size": shard_size,
         "num_shards": (len(items) + shard_size - 1) // shard_size,
         "num_items": len(items),
@@ -261,12 +271,12 @@ def encode_corpus(
     num_shards = job["num_shards"]
     done = {k: rec for k in range(num_shards) if (rec := out.read_record(k)) is not None}
     todo_items = [it for it in items if it.index // shard_size not in done]
-    sch = schema(codec.config.normalize, src.extra_columns, [s.column for s in token_specs])
+    sch = schema(codec.config.normalize, src.extra_columns, [s.field for s in token_specs], codes)
     spec = LoadSpec(codec.sample_rate, codec.channels, min_duration, max_duration)
     max_samples = auto_batch_samples(codec, batch_seconds)
     start = time.perf_counter()
     with JobProgress(len(items), len(items) - len(todo_items), enabled=progress) as bar:
-        collector = ShardCollector(out, items, shard_size, sch, bar, token_specs, codec.codebook_size)
+        collector = ShardCollector(out, items, shard_size, sch, bar, token_specs)
         if todo_items and engine == "local":
             n_workers = default_workers() if workers is None else workers
             run_local(collector, src, todo_items, spec, codec, bandwidth, max_samples, n_workers, window)

@@ -37,7 +37,7 @@ MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 TMP_MARK = ".tmp-"
 # settings that must match for a re-run to resume an existing output folder
-JOB_KEYS = ("model", "bandwidth", "n_q", "shard_size", "num_items", "source", "filters", "tokens")
+JOB_KEYS = ("model", "bandwidth", "n_q", "codes", "shard_size", "num_items", "source", "filters", "tokens")
 
 
 def shard_name(k: int, num_shards: int) -> str:
@@ -74,9 +74,13 @@ CODES_TYPE = pa.list_(pa.list_(pa.int16()))  # [n_q][frames]
 
 
 def schema(
-    has_scales: bool, extra_columns: Sequence[str] = (), token_columns: Sequence[str] = ()
+    has_scales: bool,
+    extra_columns: Sequence[str] = (),
+    token_fields: Sequence[pa.Field] = (),
+    codes: bool = True,
 ) -> pa.Schema:
-    """Columns of a shard. ``codes`` is ``list<list<int16>>`` indexed ``[codebook][frame]``."""
+    """Columns of a shard. ``codes`` is ``list<list<int16>>`` indexed ``[codebook][frame]`` (left out
+    when ``codes`` is False and token columns are written instead)."""
     fields = [
         pa.field("id", pa.string(), nullable=False),
         pa.field("path", pa.string()),
@@ -87,12 +91,13 @@ def schema(
         pa.field("duration", pa.float64()),  # seconds
         pa.field("model_samples", pa.int64()),  # samples at the model's rate: what the codes decode to
         pa.field("num_frames", pa.int32()),  # code frames
-        pa.field("codes", CODES_TYPE),
     ]
+    if codes:
+        fields.append(pa.field("codes", CODES_TYPE))
     if has_scales:
         fields.append(pa.field("scales", pa.list_(pa.float32())))  # per 1 s segment (48 kHz model)
     fields += [pa.field(c, pa.string()) for c in extra_columns]
-    fields += [pa.field(c, pa.list_(pa.int32())) for c in token_columns]
+    fields += list(token_fields)
     return pa.schema(fields)
 
 
@@ -123,8 +128,10 @@ def build_table(items: Sequence[Item], results: Sequence[Result], sch: pa.Schema
         "num_frames": [int(r.codes.shape[-1]) for r in results],  # type: ignore[union-attr]
     }
     arrays = [pa.array(cols[f.name], f.type) for f in sch if f.name in cols]
-    arrays.append(_codes_array([r.codes for r in results]))  # type: ignore[misc]
-    names = [f.name for f in sch if f.name in cols] + ["codes"]
+    names = [f.name for f in sch if f.name in cols]
+    if "codes" in sch.names:
+        arrays.append(_codes_array([r.codes for r in results]))  # type: ignore[misc]
+        names.append("codes")
     if "scales" in sch.names:
         arrays.append(pa.array([r.scales.tolist() for r in results], pa.list_(pa.float32())))  # type: ignore[union-attr]
         names.append("scales")
