@@ -63,7 +63,10 @@ class TokenBatch:
 
     def items(self) -> list[torch.Tensor]:
         """Each item's ids without padding: ``[length]`` or ``[n_q, length]``."""
-        return [self.ids[b][..., self.attention_mask[b]] for b in range(self.ids.shape[0])]
+        return [
+            self.ids[b].index_select(-1, self.attention_mask[b].nonzero().reshape(-1))
+            for b in range(self.ids.shape[0])
+        ]
 
 
 class TokenLayout:
@@ -106,7 +109,6 @@ class TokenLayout:
             raise TokenError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         self.layout: str = layout
         self.padding_side = padding_side
-        self._given = {"begin": begin, "end": end, "pad": pad, "delay_pad": delay_pad, "shift": shift}
         self.vocab = Vocab.build(
             n_q,
             codebook_size,
@@ -209,9 +211,12 @@ class TokenLayout:
             lengths = [int(n) for n in as_long(frame_lengths, "frame_lengths").reshape(-1)]
             if len(lengths) != c.shape[0]:
                 raise TokenError(f"{len(lengths)} frame lengths given for {c.shape[0]} items")
+        in_range = not c.numel() or (int(c.min()) >= 0 and int(c.max()) < self.codebook_size)
         for b, n in enumerate(lengths):
             if not 0 <= n <= c.shape[-1]:
                 raise TokenError(f"frame length {n} outside [0, {c.shape[-1]}]", item=b)
+            if in_range:
+                continue
             bad = ((c[b, :, :n] < 0) | (c[b, :, :n] >= self.codebook_size)).nonzero()
             if len(bad):
                 k, t = (int(i) for i in bad[bad[:, 1].argmin()])
@@ -294,7 +299,7 @@ class TokenLayout:
         items = []
         for b in range(t.shape[0]):
             pos = m[b].nonzero().reshape(-1)
-            items.append(self.decode_item(t[b][..., pos], b, pos))
+            items.append(self.decode_item(t[b].index_select(-1, pos), b, pos))
         frames = torch.tensor([it.shape[-1] for it in items], dtype=torch.long)
         codes = torch.zeros(t.shape[0], self.n_q, int(frames.max()) if len(items) else 0, dtype=torch.long)
         for b, it in enumerate(items):
@@ -386,7 +391,7 @@ class TokenLayout:
                 )
             idx = torch.arange(frames)[None, :] + k
             grid = body.gather(1, idx)
-            grid_pos = body_pos[idx]
+            grid_pos = idx + start
         codes = v.ids_to_codes(grid)
         bad = ((codes < 0) | (codes >= self.codebook_size)).nonzero()
         if len(bad):
