@@ -9,6 +9,13 @@ import typer
 
 from . import DEFAULT_MODEL, BandwidthOpt, DeviceOpt, ModelOpt, OverwriteOpt, app, err, user_errors
 
+StartOverOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Start over: remove an earlier job's output in OUT_DIR (rvqkit's files only)."
+    ),
+]
+
 corpus_app = typer.Typer(
     name="corpus",
     help="Encode a corpus (folder, manifest or datasets dataset) to sharded Parquet codes, resumably.",
@@ -90,7 +97,7 @@ def encode(
     num_actors: Annotated[
         int | None, typer.Option("--num-actors", help="Ray codec actors (default: one per CPU core or GPU).")
     ] = None,
-    overwrite: OverwriteOpt = False,
+    overwrite: StartOverOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Encode every item of SOURCE to RVQ codes in sharded Parquet under OUT_DIR.
