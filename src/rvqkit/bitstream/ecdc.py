@@ -33,7 +33,7 @@ import torch
 from ..config import PRESETS, CodecConfig
 from ..encoded import Encoded
 from ..errors import CodesError
-from ..lm import EntropyLM, LMConfig, LMState
+from ..lm import EntropyLM, LMConfig, LMState, one_thread
 from ..model import segment_bounds
 from .arith import (
     ArithmeticDecoder,
@@ -234,18 +234,19 @@ class EcdcWriter:
         """Start the next segment; ``scale`` is its RMS (48 kHz model, required there, refused otherwise)."""
         if self.closed:
             raise BitstreamError("the .ecdc writer is closed")
-        self._end_segment()
-        self._segment += 1
-        if self._plan and self._segment >= len(self._plan):
-            raise BitstreamError(f"the declared length has {len(self._plan)} segments; no room for more")
         if self.config.normalize:
             if scale is None or not math.isfinite(scale) or scale <= 0:
                 raise BitstreamError(
                     f"{self.header.model} segments need a positive finite scale, got {scale!r}"
                 )
-            self.fo.write(_SCALE.pack(scale))
         elif scale is not None:
             raise BitstreamError(f"{self.header.model} segments have no scale")
+        if self._plan and self._segment + 1 >= len(self._plan):
+            raise BitstreamError(f"the declared length has {len(self._plan)} segments; no room for more")
+        self._end_segment()
+        self._segment += 1
+        if scale is not None:
+            self.fo.write(_SCALE.pack(scale))
         self._frames_in_segment = 0
         if self.lm is not None:
             self._coder = ArithmeticEncoder()
@@ -276,7 +277,8 @@ class EcdcWriter:
             assert self._packer is not None
             self.fo.write(self._packer.push(codes.t().numpy()))  # time-major
         else:
-            self._encode_lm(codes)
+            with one_thread():
+                self._encode_lm(codes)
         self._frames_in_segment += n
         self.frames_written += n
 
@@ -422,8 +424,9 @@ class EcdcReader:
             self._bits.feed(data)
         out: list[FrameChunk] = []
         try:
-            while not self.done and self._step(out):
-                pass
+            with one_thread():
+                while not self.done and self._step(out):
+                    pass
         except ArithmeticError_ as e:
             raise BitstreamError(f"corrupt .ecdc data in segment {self._segment}: {e}") from None
         return out
