@@ -42,7 +42,7 @@ def _rows(insp: Inspection) -> list[tuple[str, np.ndarray]]:
         out.append(
             (
                 f"first {k} codebook{'s' if k > 1 else ''}: {row['bandwidth_kbps']:g} kbps, "
-                f"SNR {row['snr_db']:.1f} dB{ch}",
+                f"SNR {round(row['snr_db'], 1) + 0.0:.1f} dB{ch}",  # + 0.0: no "-0.0"
                 insp.reconstructions[k][0].numpy(),
             )
         )
