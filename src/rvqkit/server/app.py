@@ -1,0 +1,421 @@
+"""The FastAPI app: REST endpoints (encode, decode, compress, decompress, info, health), the streaming
+sockets (see :mod:`rvqkit.server.sockets`) and the browser page at ``/``.
+
+Model calls run in worker threads under one lock (the model is shared; on CPU, concurrent calls would
+only compete for the same cores). Uploads are read into memory up to the size limit; no name or path
+the client sends is ever used to open a file.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import soundfile as sf
+import torch
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import audio as audio_io
+from ..codec import Codec
+from ..encoded import Encoded
+from ..errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
+from ..model import frames_for_length, segment_bounds
+from .limits import LimitError, ServerSettings
+from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo
+
+STATIC = Path(__file__).parent / "static"
+ERRORS = {
+    400: {"model": ErrorResponse, "description": "Bad input: unreadable audio or codes, bad parameter."},
+    413: {"model": ErrorResponse, "description": "Upload larger or longer than the server accepts."},
+    422: {"model": ErrorResponse, "description": "Request does not match the schema."},
+}
+WAV = {200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}
+ERROR_KINDS: list[tuple[type[Exception], str]] = [
+    (LimitError, "too_large"),
+    (AudioError, "bad_audio"),
+    (BandwidthError, "bad_bandwidth"),
+    (CodesError, "bad_codes"),
+    (WeightsError, "unavailable"),
+    (RvqkitError, "bad_request"),
+]
+
+
+def error_kind(exc: Exception) -> str:
+    return next(kind for cls, kind in ERROR_KINDS if isinstance(exc, cls))
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse(ErrorResponse(error=kind, message=message).model_dump(), status_code=status)
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 as soon as a request body passes ``limit`` bytes (declared or sent),
+    before anything parses or spools it."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = _error(413, "too_large", f"request body is larger than {self.limit} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await too_large(scope, receive, send)
+        seen = 0
+        exceeded = replaced = False
+
+        async def limited_receive():
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    exceeded = True
+                    raise LimitError(f"request body is larger than {self.limit} bytes")
+            return message
+
+        async def guarded_send(message):
+            # whatever the app answers to a body cut off at the limit (a parse error, say) becomes the 413
+            nonlocal replaced
+            if not exceeded:
+                return await send(message)
+            if not replaced:
+                replaced = True
+                await too_large(scope, receive, send)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except LimitError:
+            if not replaced:
+                await too_large(scope, receive, send)
+
+
+Bandwidth = Annotated[float, Query(description="Target bandwidth in kbps (one of the model's).")]
+NQ = Annotated[int | None, Query(description="Decode from the first n_q codebooks only.")]
+Upload = Annotated[UploadFile, File(description="The file's bytes; its name is ignored.")]
+
+
+# -- conversions -------------------------------------------------------------------------------------------
+async def read_upload(file: UploadFile, settings: ServerSettings) -> bytes:
+    """The uploaded bytes, refusing more than the upload limit."""
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise LimitError(f"upload is larger than {settings.max_upload_bytes} bytes")
+    if not data:
+        raise AudioError("the upload is empty (0 bytes)")
+    return data
+
+
+def read_audio_bytes(data: bytes, settings: ServerSettings) -> tuple[np.ndarray, int]:
+    """Decode WAV / FLAC / OGG / MP3 bytes to float32 ``[channels, samples]`` and the rate in Hz."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.samplerate <= 0 or f.channels <= 0:
+                raise AudioError(f"audio header is invalid ({f.samplerate} Hz, {f.channels} channels)")
+            if f.frames > 0:
+                settings.check_duration(f.frames, f.samplerate)
+            x = f.read(dtype="float32", always_2d=True).T
+            sr = int(f.samplerate)
+    except RvqkitError:
+        raise
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError by format
+        raise AudioError(f"cannot read the uploaded audio ({e}); send WAV, FLAC, OGG or MP3") from None
+    x = np.ascontiguousarray(x)
+    audio_io.check_finite(x, "uploaded audio")
+    settings.check_duration(x.shape[-1], sr)
+    return x, sr
+
+
+def wav_bytes(audio: torch.Tensor, sample_rate: int) -> bytes:
+    """``[channels, samples]`` float audio as 16-bit PCM WAV bytes (clipped to [-1, 1])."""
+    buf = io.BytesIO()
+    data = np.clip(audio.detach().cpu().numpy().astype(np.float32), -1.0, 1.0).T
+    sf.write(buf, data, sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def encoded_to_json(enc: Encoded) -> EncodedJSON:
+    n = int(enc.frame_lengths[0])
+    scales = None
+    if enc.scales is not None:
+        segs = len(segment_bounds_for(enc))
+        scales = [float(s) for s in enc.scales[0, :segs]]
+    return EncodedJSON(
+        model=enc.model,
+        weights_sha256=enc.weights_sha256,
+        sample_rate=enc.sample_rate,
+        channels=enc.channels,
+        bandwidth=enc.bandwidth,
+        n_q=enc.n_q,
+        length=int(enc.lengths[0]),
+        frames=n,
+        codes=enc.codes[0, :, :n].tolist(),
+        scales=scales,
+    )
+
+
+def segment_bounds_for(enc: Encoded) -> list[tuple[int, int]]:
+    from ..config import PRESETS
+
+    return segment_bounds(PRESETS[enc.model], int(enc.lengths[0]))
+
+
+def encoded_from_json(body: EncodedJSON, codec: Codec, settings: ServerSettings) -> Encoded:
+    """Check a JSON codes body against the model and build an :class:`Encoded` (batch of 1)."""
+    if body.length <= 0:
+        raise CodesError(f"length must be a positive number of samples, got {body.length}")
+    settings.check_duration(body.length, codec.sample_rate)
+    frames = frames_for_length(codec.config, body.length)
+    if not body.codes or not 1 <= len(body.codes) <= codec.num_codebooks:
+        raise CodesError(f"codes must hold 1..{codec.num_codebooks} codebooks, got {len(body.codes)}")
+    if len(body.codes) != body.n_q:
+        raise CodesError(f"n_q is {body.n_q} but codes hold {len(body.codes)} codebooks")
+    if body.frames != frames or any(len(row) != frames for row in body.codes):
+        raise CodesError(
+            f"a {body.length}-sample signal has {frames} frames; every codebook row must hold {frames} codes"
+        )
+    if any(not 0 <= c < codec.codebook_size for row in body.codes for c in row):
+        raise CodesError(f"codes out of range [0, {codec.codebook_size})")
+    scales = None
+    if codec.config.normalize:
+        need = len(segment_bounds(codec.config, body.length))
+        if body.scales is None or len(body.scales) != need:
+            raise CodesError(f"{codec.name} codes need one scale per segment ({need} for this length)")
+        if not all(np.isfinite(body.scales)):
+            raise CodesError("scales must be finite numbers")
+        scales = torch.tensor([body.scales], dtype=torch.float32)
+    enc = Encoded(
+        codes=torch.tensor([body.codes], dtype=torch.long),
+        scales=scales,
+        lengths=torch.tensor([body.length]),
+        frame_lengths=torch.tensor([frames]),
+        sample_rate=body.sample_rate,
+        channels=body.channels,
+        bandwidth=codec.config.bandwidth_for_n_q(body.n_q),
+        model=body.model,
+        weights_sha256=body.weights_sha256,
+    )
+    codec.check_encoded(enc)
+    return enc
+
+
+def encoded_to_npz(enc: Encoded) -> bytes:
+    """The safe ``.npz`` codes file as bytes (written by :meth:`Encoded.save` in a private temp folder)."""
+    with tempfile.TemporaryDirectory(prefix="rvqkit-") as d:
+        path = Path(d) / "codes.npz"
+        enc.save(path)
+        return path.read_bytes()
+
+
+def encoded_from_npz(data: bytes) -> Encoded:
+    """Read ``.npz`` codes bytes with :meth:`Encoded.load` (no pickle) via a private temp file."""
+    with tempfile.TemporaryDirectory(prefix="rvqkit-") as d:
+        path = Path(d) / "codes.npz"
+        path.write_bytes(data)
+        try:
+            return Encoded.load(path)
+        except CodesError as e:
+            raise CodesError(str(e).replace(str(path), "uploaded codes")) from None
+
+
+# -- the app -----------------------------------------------------------------------------------------------
+def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
+    """The server for ``codec``; ``settings`` bound uploads and streams (defaults: :class:`ServerSettings`)."""
+    from .sockets import StreamHub, add_stream_routes
+
+    settings = settings or ServerSettings()
+    lock = threading.Lock()
+    hub = StreamHub(codec, settings, lock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await hub.close()
+
+    app = FastAPI(
+        title="rvqkit codec server",
+        version="1",
+        description=f"EnCodec ({codec.name}) as a service: REST encode/decode/compress and WebSocket streaming.",
+        lifespan=lifespan,
+    )
+    app.state.codec, app.state.settings, app.state.hub = codec, settings, hub
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+
+    def locked(fn, *args, **kwargs):
+        with lock:
+            return fn(*args, **kwargs)
+
+    @app.exception_handler(LimitError)
+    async def _limit(request: Request, exc: LimitError) -> JSONResponse:
+        return _error(413, "too_large", str(exc))
+
+    @app.exception_handler(RvqkitError)
+    async def _rvqkit(request: Request, exc: RvqkitError) -> JSONResponse:
+        return _error(400, error_kind(exc), str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(p) for p in e.get("loc", ()))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return _error(422, "bad_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal", f"internal server error ({type(exc).__name__})")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/v1/health", response_model=HealthResponse, tags=["service"])
+    async def health() -> HealthResponse:
+        """Liveness and the number of open streams."""
+        return HealthResponse(status="ok", streams=hub.active, max_streams=settings.max_streams)
+
+    @app.get("/v1/info", response_model=InfoResponse, tags=["service"])
+    async def info() -> InfoResponse:
+        """The model's facts and the server's limits."""
+        from ..stream import startup_frames
+
+        cfg = codec.config
+        first = cfg.segment_length or startup_frames(codec) * codec.hop_length
+        return InfoResponse(
+            model=codec.name,
+            weights_sha256=codec.weights_sha256,
+            sample_rate=codec.sample_rate,
+            channels=codec.channels,
+            frame_rate=codec.frame_rate,
+            hop_length=codec.hop_length,
+            bandwidths=list(codec.bandwidths),
+            codebooks={f"{b:g}": codec.n_q_for(b) for b in codec.bandwidths},
+            num_codebooks=codec.num_codebooks,
+            codebook_size=codec.codebook_size,
+            segment_samples=cfg.segment_length,
+            stream_first_codes_samples=first,
+            batching=hub.batching,
+            limits=LimitsInfo(
+                max_upload_bytes=settings.max_upload_bytes,
+                max_duration_s=settings.max_duration_s,
+                max_streams=settings.max_streams,
+                idle_timeout_s=settings.idle_timeout_s,
+                max_message_bytes=settings.max_message_bytes,
+            ),
+        )
+
+    @app.post(
+        "/v1/encode",
+        tags=["codec"],
+        responses={
+            **ERRORS,
+            200: {
+                "description": "JSON codes (format=json) or the .npz codes file (format=npz).",
+                "content": {
+                    "application/json": {
+                        "schema": EncodedJSON.model_json_schema(ref_template="#/components/schemas/{model}")
+                    },
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+        },
+        response_model=None,
+    )
+    async def encode(
+        file: Upload,
+        bandwidth: Bandwidth = 6.0,
+        format: Annotated[Literal["json", "npz"], Query(description="json or the .npz codes file")] = "json",
+    ) -> Response:
+        """Encode uploaded audio (WAV, FLAC, OGG, MP3; any rate and channels) to codes."""
+        codec.n_q_for(bandwidth)
+        data = await read_upload(file, settings)
+        x, sr = await run_in_threadpool(read_audio_bytes, data, settings)
+        enc = await run_in_threadpool(locked, codec.encode, x, sr, bandwidth)
+        if format == "npz":
+            return Response(
+                await run_in_threadpool(encoded_to_npz, enc),
+                media_type="application/octet-stream",
+                headers={"Content-Disposition": 'attachment; filename="codes.npz"'},
+            )
+        return JSONResponse(encoded_to_json(enc).model_dump())
+
+    @app.post("/v1/decode", tags=["codec"], response_class=Response, responses={**ERRORS, **WAV})
+    async def decode(file: Annotated[UploadFile, File(description="A .npz codes file.")], n_q: NQ = None):
+        """Decode an ``.npz`` codes file (from ``/v1/encode?format=npz`` or ``rvqkit encode``) to WAV."""
+        data = await read_upload(file, settings)
+        enc = await run_in_threadpool(encoded_from_npz, data)
+        if enc.batch_size != 1:
+            raise CodesError(f"the server decodes one signal per request; the file holds {enc.batch_size}")
+        if enc.lengths.numel() and int(enc.lengths[0]) > 0:
+            settings.check_duration(int(enc.lengths[0]), codec.sample_rate)
+        audio = await run_in_threadpool(locked, codec.decode, enc, n_q)
+        return Response(
+            wav_bytes(audio[0, :, : int(enc.lengths[0])], codec.sample_rate), media_type="audio/wav"
+        )
+
+    @app.post("/v1/decode/json", tags=["codec"], response_class=Response, responses={**ERRORS, **WAV})
+    async def decode_json(body: EncodedJSON, n_q: NQ = None):
+        """Decode JSON codes (as ``/v1/encode`` returns them) to WAV."""
+        enc = encoded_from_json(body, codec, settings)
+        audio = await run_in_threadpool(locked, codec.decode, enc, n_q)
+        return Response(wav_bytes(audio[0], codec.sample_rate), media_type="audio/wav")
+
+    @app.post(
+        "/v1/compress",
+        tags=["bitstream"],
+        response_class=Response,
+        responses={
+            **ERRORS,
+            200: {
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+            },
+        },
+    )
+    async def compress(file: Upload, bandwidth: Bandwidth = 6.0):
+        """Compress uploaded audio to an ``.ecdc`` file (Meta's format, without entropy coding)."""
+        from ..bitstream import compress as ecdc_compress
+
+        codec.n_q_for(bandwidth)
+        data = await read_upload(file, settings)
+        x, sr = await run_in_threadpool(read_audio_bytes, data, settings)
+        out = await run_in_threadpool(locked, ecdc_compress, codec, x, sr, bandwidth)
+        return Response(
+            out,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": 'attachment; filename="audio.ecdc"'},
+        )
+
+    @app.post("/v1/decompress", tags=["bitstream"], response_class=Response, responses={**ERRORS, **WAV})
+    async def decompress(file: Annotated[UploadFile, File(description="An .ecdc file.")]):
+        """Decompress an ``.ecdc`` file made with this server's model to WAV (LM-coded files need the LM
+        checkpoint on the server)."""
+        from ..bitstream import decompress as ecdc_decompress
+        from ..bitstream import read_header
+
+        data = await read_upload(file, settings)
+        header, _ = read_header(io.BytesIO(data))
+        if header.model != codec.name:
+            raise CodesError(f"this .ecdc file was made by {header.model}; the server runs {codec.name}")
+        settings.check_duration(header.audio_length, codec.sample_rate)
+        audio, sr = await run_in_threadpool(locked, ecdc_decompress, data, codec)
+        return Response(wav_bytes(audio, sr), media_type="audio/wav")
+
+    add_stream_routes(app, hub)
+    return app

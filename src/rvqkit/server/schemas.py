@@ -1,0 +1,101 @@
+"""Request and response bodies of the REST API and the messages of the streaming sockets (pydantic)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PcmFormat = Literal["f32le", "s16le"]
+
+
+class ErrorResponse(BaseModel):
+    """Every error the server returns: a short kind (``bad_audio``, ``too_large`` ...) and a message."""
+
+    error: str = Field(description="Error kind, e.g. bad_audio, bad_codes, bad_request, too_large.")
+    message: str = Field(description="What was wrong, for people.")
+
+
+class LimitsInfo(BaseModel):
+    max_upload_bytes: int
+    max_duration_s: float
+    max_streams: int
+    idle_timeout_s: float
+    max_message_bytes: int
+
+
+class InfoResponse(BaseModel):
+    """Facts about the model the server runs."""
+
+    model: str
+    weights_sha256: str | None
+    sample_rate: int = Field(description="Hz")
+    channels: int
+    frame_rate: int = Field(description="code frames per second")
+    hop_length: int = Field(description="samples per code frame")
+    bandwidths: list[float] = Field(description="kbps")
+    codebooks: dict[str, int] = Field(description="codebooks used at each bandwidth (key: kbps)")
+    num_codebooks: int
+    codebook_size: int
+    segment_samples: int | None = Field(description="48 kHz model: samples per segment; else null")
+    stream_first_codes_samples: int = Field(description="samples a stream needs before its first codes")
+    batching: bool = Field(description="whether streams share batched model calls")
+    limits: LimitsInfo
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    streams: int = Field(description="open streaming sockets")
+    max_streams: int
+
+
+class EncodedJSON(BaseModel):
+    """The codes of one signal as JSON (the ``.npz`` format holds the same facts)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description="model name, e.g. encodec_24khz")
+    weights_sha256: str | None = None
+    sample_rate: int = Field(description="model rate, Hz")
+    channels: int
+    bandwidth: float = Field(description="kbps")
+    n_q: int = Field(description="codebooks")
+    length: int = Field(description="signal length, samples at the model rate")
+    frames: int = Field(description="code frames")
+    codes: list[list[int]] = Field(description="[n_q][frames] code indices")
+    scales: list[float] | None = Field(default=None, description="48 kHz model: one scale per segment")
+
+
+# -- streaming messages (JSON text frames; audio travels as binary frames) --------------------------------
+class EncodeStart(BaseModel):
+    """First message on ``/v1/stream/encode``: what the binary PCM messages that follow hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: int = Field(gt=0, le=384000, description="Hz of the PCM the client sends")
+    channels: int = Field(ge=1, le=16, description="interleaved channels")
+    format: PcmFormat = "f32le"
+    bandwidth: float = Field(default=6.0, description="kbps")
+
+
+class DecodeStart(BaseModel):
+    """First message on ``/v1/stream/decode``: the PCM format wanted back and the length if known."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: PcmFormat = "f32le"
+    length: int | None = Field(default=None, ge=1, description="signal length in samples, if known")
+
+
+class CodesMessage(BaseModel):
+    """Codes sent by the encode socket, and accepted as-is by the decode socket."""
+
+    type: Literal["codes"] = "codes"
+    start: int = Field(default=0, ge=0, description="index of the first frame here")
+    codes: list[list[int]] = Field(description="[n_q][frames]")
+    scales: list[float] | None = Field(default=None, description="48 kHz: one per segment completed here")
+    segment_frames: list[int] = Field(default_factory=list, description="48 kHz: frames of each segment")
+
+
+class ControlMessage(BaseModel):
+    type: Literal["end"]

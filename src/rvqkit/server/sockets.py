@@ -1,0 +1,520 @@
+"""WebSocket streaming: ``/v1/stream/encode`` (PCM in, codes out) and ``/v1/stream/decode`` (codes in,
+PCM out), and the scheduler that runs all live streams on the one shared model.
+
+Each connection owns its :class:`~rvqkit.stream.StreamEncoder` or :class:`~rvqkit.stream.StreamDecoder`.
+Connections never call the model themselves: they queue what they receive and wake the
+:class:`StreamHub`, whose single loop takes everything pending from every stream and runs it as one step
+in a worker thread: one batched call over all streams (``rvqkit.stream.push_many`` /
+``decode_many`` when the engine has them and batching is on), or one call per stream otherwise. While a
+step runs, new audio keeps queueing and goes into the next step, so a slow step delays streams but never
+drops their audio (a stream more than ``max_backlog_s`` behind is closed instead).
+
+Protocol (JSON text messages; audio as binary messages; see docs/server.md):
+encode: client ``{"sample_rate", "channels", "format", "bandwidth"}`` → server ``{"type": "ready", ...}``;
+client binary PCM (interleaved, any size) ... → server ``{"type": "codes", "start", "codes", ...}`` as
+frames become final; client ``{"type": "end"}`` → server last codes, ``{"type": "done", ...}``, close.
+decode: client ``{"format", "length"}`` → ``ready``; client codes messages (as the encode socket sends
+them) → server binary PCM; ``{"type": "end"}`` → last PCM, ``done``, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import soxr
+import torch
+from fastapi import FastAPI, WebSocket
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from .. import stream as stream_mod
+from ..audio import convert_channels
+from ..codec import Codec
+from ..errors import RvqkitError
+from ..stream import CodePacket, StreamDecoder, StreamEncoder
+from .limits import LimitError, ServerSettings
+from .schemas import CodesMessage, ControlMessage, DecodeStart, EncodeStart
+
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_ERROR = 1000, 1008, 1013, 1011
+MIN_PIECE_FRAMES = 6  # 80 ms at 24 kHz
+DTYPES = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
+
+
+class StreamClosed(Exception):
+    """Raised inside a connection to end it with an error message and a close code."""
+
+    def __init__(self, kind: str, message: str, code: int = CLOSE_POLICY) -> None:
+        super().__init__(message)
+        self.kind, self.code = kind, code
+
+
+def batched_push() -> Callable[[list[StreamEncoder], list[torch.Tensor]], list[CodePacket]] | None:
+    """The streaming engine's cross-stream batched encoder step, if it has one."""
+    return getattr(stream_mod, "push_many", None)
+
+
+def batched_decode() -> Callable[[list[StreamDecoder], list[CodePacket]], list[torch.Tensor]] | None:
+    return getattr(stream_mod, "decode_many", None)
+
+
+# -- per-connection state ---------------------------------------------------------------------------------
+@dataclass
+class _Stream:
+    """What one connection has queued for the model and the channel its results come back on."""
+
+    kind: str  # "encode" or "decode"
+    engine: StreamEncoder | StreamDecoder
+    pending: list[Any] = field(default_factory=list)
+    pending_samples: int = 0
+    end: bool = False
+    taken_end: bool = False
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+    def has_work(self) -> bool:
+        return bool(self.pending) or (self.end and not self.taken_end)
+
+    def take(self) -> tuple[list[Any], bool]:
+        """Everything pending, as pieces for successive model rounds, and whether to flush after them.
+
+        Pieces are the messages as received, consecutive small ones merged up to ``MIN_PIECE_FRAMES``
+        frames: streams whose clients send equal-sized chunks (80 ms from a microphone, a codes packet
+        per encoder step) then stay in the same phase and share batched calls, even when they lag.
+        """
+        items, self.pending, self.pending_samples = self.pending, [], 0
+        flush = self.end and not self.taken_end
+        self.taken_end = self.taken_end or flush
+        pieces: list[list[Any]] = []
+        size = 0
+        for item in items:
+            if not pieces or size >= self.min_piece:
+                pieces.append([])
+                size = 0
+            pieces[-1].append(item)
+            size += item.shape[-1] if self.kind == "encode" else item.num_frames
+        if self.kind == "encode":
+            return [torch.from_numpy(np.concatenate(p, axis=-1))[None] for p in pieces], flush
+        return [merge_packets(p) for p in pieces], flush
+
+    @property
+    def min_piece(self) -> int:
+        hop = self.engine.codec.hop_length
+        return MIN_PIECE_FRAMES * hop if self.kind == "encode" else MIN_PIECE_FRAMES
+
+
+def merge_packets(packets: list[CodePacket]) -> CodePacket:
+    scales = [p.scales for p in packets if p.scales is not None]
+    return CodePacket(
+        torch.cat([p.codes for p in packets], dim=-1),
+        torch.cat(scales, dim=-1) if scales else None,
+        [n for p in packets for n in p.segment_frames],
+    )
+
+
+# -- the scheduler -----------------------------------------------------------------------------------------
+class StreamHub:
+    """Counts open streams against the limit and runs every stream's pending work, one step at a time."""
+
+    def __init__(self, codec: Codec, settings: ServerSettings, lock: threading.Lock) -> None:
+        self.codec, self.settings, self.lock = codec, settings, lock
+        self.active = 0
+        self.streams: list[_Stream] = []
+        self.steps = 0  # scheduler steps run (for tests and the benchmark)
+        self.calls = 0  # engine calls (one batched call per round and kind, or one per stream)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def batching(self) -> bool:
+        """Whether steps batch the streams (batching on and the engine offers it)."""
+        return self.settings.batching and batched_push() is not None
+
+    def try_open(self) -> bool:
+        if self.active >= self.settings.max_streams:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+    def register(self, s: _Stream) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            self._loop, self._wake = loop, asyncio.Event()
+            self._task = loop.create_task(self._run())
+        self.streams.append(s)
+
+    def unregister(self, s: _Stream) -> None:
+        if s in self.streams:
+            self.streams.remove(s)
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None and self._loop is asyncio.get_running_loop():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ready = [s for s in self.streams if s.has_work()]
+            if not ready:
+                continue
+            jobs = [(s, *s.take()) for s in ready]
+            results = await asyncio.to_thread(self._step, jobs)
+            self.steps += 1
+            for (s, _, _), result in zip(jobs, results, strict=True):
+                s.outbox.put_nowait(result)
+            if any(s.has_work() for s in self.streams):
+                self._wake.set()
+
+    # runs in a worker thread
+    def _step(self, jobs: list[tuple[_Stream, list[Any], bool]]) -> list[list[Any]]:
+        """Round r pushes the r-th piece of every stream that has one: with batching, one
+        ``push_many`` / ``decode_many`` call for all encoders (decoders) of the round, else one call
+        per stream. A stream whose call fails gets the exception (and nothing more) as its result."""
+        results: list[list[Any]] = [[] for _ in jobs]
+        failed: set[int] = set()
+        with self.lock:
+            for r in range(max(len(pieces) for _, pieces, _ in jobs)):
+                for kind, many, one in (
+                    ("encode", batched_push(), StreamEncoder.push),
+                    ("decode", batched_decode(), StreamDecoder.push),
+                ):
+                    idx = [
+                        i
+                        for i, (s, pieces, _) in enumerate(jobs)
+                        if s.kind == kind and r < len(pieces) and i not in failed
+                    ]
+                    if not idx:
+                        continue
+                    engines = [jobs[i][0].engine for i in idx]
+                    inputs = [jobs[i][1][r] for i in idx]
+                    if self.settings.batching and many is not None and len(idx) > 1:
+                        try:
+                            outs = many(engines, inputs)
+                        except Exception as e:  # the batch's states are unknown now: end all its streams
+                            outs = [e] * len(idx)
+                    else:
+                        outs = [_call(one, e, x) for e, x in zip(engines, inputs, strict=True)]
+                    self.calls += 1 if self.settings.batching and many is not None else len(idx)
+                    for i, out in zip(idx, outs, strict=True):
+                        results[i].append(out)
+                        if isinstance(out, Exception):
+                            failed.add(i)
+            for i, (s, _, flush) in enumerate(jobs):
+                if flush and i not in failed:
+                    results[i].append(_call(type(s.engine).flush, s.engine))
+                    results[i].append(None)  # end marker
+        return results
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:
+        return e
+
+
+# -- connection helpers ------------------------------------------------------------------------------------
+async def _receive(ws: WebSocket, settings: ServerSettings) -> dict[str, Any]:
+    try:
+        msg = await asyncio.wait_for(ws.receive(), settings.idle_timeout_s)
+    except asyncio.TimeoutError:
+        raise StreamClosed(
+            "idle_timeout", f"nothing received for {settings.idle_timeout_s:g} s; closing"
+        ) from None
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    size = len(msg.get("bytes") or b"") + len(msg.get("text") or "")
+    if size > settings.max_message_bytes:
+        raise StreamClosed("too_large", f"message of {size} bytes; the limit is {settings.max_message_bytes}")
+    return msg
+
+
+def _parse(model: type[BaseModel], text: str | None, what: str) -> Any:
+    if text is None:
+        raise StreamClosed("bad_request", f"expected a JSON text message ({what}), got binary")
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3])
+        raise StreamClosed("bad_request", f"bad {what}: {errs}") from None
+
+
+async def _send_json(ws: WebSocket, data: dict[str, Any]) -> None:
+    await ws.send_text(json.dumps(data))
+
+
+async def _fail(ws: WebSocket, kind: str, message: str, code: int) -> None:
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        try:
+            await _send_json(ws, {"type": "error", "error": kind, "message": message})
+            await ws.close(code=code, reason=kind[:100])
+        except Exception:  # the client went away first
+            pass
+
+
+async def _serve(ws: WebSocket, hub: StreamHub, body: Callable[[], Any]) -> None:
+    """Accept, check the stream limit, run ``body``, and turn every failure into an error + close."""
+    await ws.accept()
+    if not hub.try_open():
+        await _fail(
+            ws,
+            "too_many_streams",
+            f"the server is at its limit of {hub.settings.max_streams} concurrent streams; try again later",
+            CLOSE_TRY_LATER,
+        )
+        return
+    try:
+        await body()
+    except StreamClosed as e:
+        await _fail(ws, e.kind, str(e), e.code)
+    except LimitError as e:
+        await _fail(ws, "too_large", str(e), CLOSE_POLICY)
+    except RvqkitError as e:
+        await _fail(ws, "bad_request", str(e), CLOSE_POLICY)
+    except WebSocketDisconnect:
+        pass
+    except Exception as e:  # a real fault: tell the client, keep the server up
+        await _fail(ws, "internal", f"internal error ({type(e).__name__})", CLOSE_ERROR)
+    finally:
+        hub.release()
+
+
+async def _pump(ws: WebSocket, s: _Stream, on_result: Callable[[Any], Any]) -> None:
+    """Send each step's results to the client until the end marker."""
+    while True:
+        results = await s.outbox.get()
+        for r in results:
+            if isinstance(r, Exception):
+                kind = "bad_request" if isinstance(r, RvqkitError) else "internal"
+                raise StreamClosed(kind, str(r), CLOSE_POLICY if kind == "bad_request" else CLOSE_ERROR)
+            if r is None:
+                return
+            await on_result(r)
+
+
+async def _run_stream(
+    ws: WebSocket, hub: StreamHub, s: _Stream, read: Callable[[], Any], on_result: Callable[[Any], Any]
+) -> None:
+    """Read messages and send results concurrently; either failing ends both."""
+    hub.register(s)
+    try:
+        reader = asyncio.ensure_future(read())
+        sender = asyncio.ensure_future(_pump(ws, s, on_result))
+        done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if t.exception() is not None:
+                for other in (reader, sender):
+                    other.cancel()
+                raise t.exception()  # type: ignore[misc]
+        await sender
+    finally:
+        hub.unregister(s)
+
+
+# -- the sockets -------------------------------------------------------------------------------------------
+def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
+    codec, settings = hub.codec, hub.settings
+
+    @app.websocket("/v1/stream/encode")
+    async def stream_encode(ws: WebSocket) -> None:
+        async def body() -> None:
+            start = _parse(EncodeStart, (await _receive(ws, settings)).get("text"), "start message")
+            encoder = codec.stream_encoder(start.bandwidth)
+            s = _Stream("encode", encoder)
+            dtype = DTYPES[start.format]
+            width = dtype.itemsize * start.channels
+            resampler = (
+                soxr.ResampleStream(start.sample_rate, codec.sample_rate, start.channels, dtype="float32")
+                if start.sample_rate != codec.sample_rate
+                else None
+            )
+            max_samples = settings.max_stream_s * codec.sample_rate
+            max_backlog = settings.max_backlog_s * codec.sample_rate
+            state = {"carry": b"", "frames": 0, "samples": 0}
+            await _send_json(
+                ws,
+                {
+                    "type": "ready",
+                    "model": codec.name,
+                    "sample_rate": codec.sample_rate,
+                    "channels": codec.channels,
+                    "n_q": encoder.n_q,
+                    "bandwidth": codec.config.bandwidth_for_n_q(encoder.n_q),
+                    "frame_rate": codec.frame_rate,
+                    "hop_length": codec.hop_length,
+                },
+            )
+
+            def to_model(pcm: np.ndarray, last: bool) -> np.ndarray:
+                x = pcm.reshape(-1, start.channels)
+                if dtype.kind == "i":
+                    x = x.astype(np.float32) / 32768.0
+                x = np.asarray(x, dtype=np.float32)
+                if resampler is not None:
+                    x = resampler.resample_chunk(np.ascontiguousarray(x), last=last)
+                if not np.isfinite(x).all():
+                    raise StreamClosed("bad_audio", "audio contains NaN or Inf samples")
+                return np.ascontiguousarray(convert_channels(np.ascontiguousarray(x.T), codec.channels))
+
+            def queue(x: np.ndarray) -> None:
+                if x.shape[-1] == 0:
+                    return
+                s.pending.append(x)
+                s.pending_samples += x.shape[-1]
+                state["samples"] += x.shape[-1]
+                if state["samples"] > max_samples:
+                    raise LimitError(f"stream longer than {settings.max_stream_s:g} s")
+                if s.pending_samples > max_backlog:
+                    raise StreamClosed(
+                        "overloaded", "the server fell too far behind this stream; closing", CLOSE_TRY_LATER
+                    )
+                hub.wake()
+
+            async def read() -> None:
+                while True:
+                    msg = await _receive(ws, settings)
+                    if msg.get("bytes") is not None:
+                        data = state["carry"] + msg["bytes"]
+                        cut = len(data) - len(data) % width
+                        state["carry"] = data[cut:]
+                        queue(to_model(np.frombuffer(data[:cut], dtype=dtype), last=False))
+                        continue
+                    _parse(ControlMessage, msg.get("text"), "control message")
+                    if state["carry"]:
+                        raise StreamClosed("bad_audio", "the PCM ended inside a sample")
+                    if resampler is not None:
+                        queue(to_model(np.zeros(0, dtype=dtype), last=True))
+                    if state["samples"] == 0:
+                        raise StreamClosed("bad_audio", "the stream ended before any audio")
+                    s.end = True
+                    hub.wake()
+                    return
+
+            async def send(packet: CodePacket) -> None:
+                if packet.num_frames == 0:
+                    return
+                await _send_json(
+                    ws,
+                    {
+                        "type": "codes",
+                        "start": state["frames"],
+                        "codes": packet.codes[0].tolist(),
+                        "scales": None if packet.scales is None else packet.scales[0].tolist(),
+                        "segment_frames": packet.segment_frames,
+                    },
+                )
+                state["frames"] += packet.num_frames
+
+            await _run_stream(ws, hub, s, read, send)
+            await _send_json(ws, {"type": "done", "frames": state["frames"], "samples": state["samples"]})
+            await ws.close(CLOSE_NORMAL)
+
+        await _serve(ws, hub, body)
+
+    @app.websocket("/v1/stream/decode")
+    async def stream_decode(ws: WebSocket) -> None:
+        async def body() -> None:
+            start = _parse(DecodeStart, (await _receive(ws, settings)).get("text"), "start message")
+            if start.length is not None and start.length > settings.max_stream_s * codec.sample_rate:
+                raise LimitError(f"length beyond the stream limit of {settings.max_stream_s:g} s")
+            decoder = codec.stream_decoder(length=start.length)
+            s = _Stream("decode", decoder)
+            dtype = DTYPES[start.format]
+            state = {"n_q": None, "samples": 0, "frames": 0}
+            max_frames = settings.max_stream_s * codec.frame_rate
+            seg_frames = -(-(codec.config.segment_length or 0) // codec.hop_length)
+            await _send_json(
+                ws,
+                {
+                    "type": "ready",
+                    "model": codec.name,
+                    "sample_rate": codec.sample_rate,
+                    "channels": codec.channels,
+                    "format": start.format,
+                },
+            )
+
+            def packet_of(m: CodesMessage) -> CodePacket:
+                n_q = len(m.codes)
+                if not 1 <= n_q <= codec.num_codebooks:
+                    raise StreamClosed("bad_codes", f"codes must hold 1..{codec.num_codebooks} codebooks")
+                if state["n_q"] is not None and n_q != state["n_q"]:
+                    raise StreamClosed("bad_codes", f"codebooks changed from {state['n_q']} to {n_q}")
+                state["n_q"] = n_q
+                frames = len(m.codes[0])
+                if any(len(r) != frames for r in m.codes):
+                    raise StreamClosed("bad_codes", "every codebook row must hold the same number of frames")
+                if any(not 0 <= c < codec.codebook_size for r in m.codes for c in r):
+                    raise StreamClosed("bad_codes", f"codes out of range [0, {codec.codebook_size})")
+                scales = None
+                if codec.config.normalize:
+                    ok = (
+                        sum(m.segment_frames) == frames
+                        and m.scales is not None
+                        and len(m.scales) == len(m.segment_frames)
+                        and all(np.isfinite(m.scales))
+                        and all(0 < n <= seg_frames for n in m.segment_frames)
+                    )
+                    if not ok:
+                        raise StreamClosed(
+                            "bad_codes",
+                            "48 kHz codes come in whole segments: segment_frames summing to the frames "
+                            "and one finite scale per segment",
+                        )
+                    scales = torch.tensor([m.scales], dtype=torch.float32) if m.scales else None
+                state["frames"] += frames
+                if state["frames"] > max_frames:
+                    raise LimitError(f"stream longer than {settings.max_stream_s:g} s")
+                return CodePacket(torch.tensor([m.codes], dtype=torch.long), scales, list(m.segment_frames))
+
+            async def read() -> None:
+                while True:
+                    msg = await _receive(ws, settings)
+                    text = msg.get("text")
+                    if text is None:
+                        raise StreamClosed("bad_request", "the decode socket takes JSON codes messages")
+                    try:
+                        kind = json.loads(text).get("type") if text.lstrip().startswith("{") else None
+                    except ValueError:
+                        kind = None
+                    if kind == "end":
+                        s.end = True
+                        hub.wake()
+                        return
+                    p = packet_of(_parse(CodesMessage, text, "codes message"))
+                    if p.num_frames:
+                        s.pending.append(p)
+                        hub.wake()
+
+            async def send(audio: torch.Tensor) -> None:
+                if audio.shape[-1] == 0:
+                    return
+                x = audio[0].numpy().T  # [samples, channels] interleaved
+                if dtype.kind == "i":
+                    x = np.clip(np.round(x * 32767.0), -32768, 32767)
+                await ws.send_bytes(np.ascontiguousarray(x, dtype=dtype).tobytes())
+                state["samples"] += audio.shape[-1]
+
+            await _run_stream(ws, hub, s, read, send)
+            await _send_json(ws, {"type": "done", "samples": state["samples"]})
+            await ws.close(CLOSE_NORMAL)
+
+        await _serve(ws, hub, body)

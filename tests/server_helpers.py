@@ -1,0 +1,25 @@
+"""Helpers shared by the server tests: WAV bytes, and an app on a random-weight model."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+
+
+def wav_bytes(x: np.ndarray, sr: int, subtype: str = "FLOAT") -> bytes:
+    """``[channels, samples]`` float audio as WAV bytes (32-bit float by default: lossless)."""
+    buf = io.BytesIO()
+    sf.write(buf, x.T, sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return x.T, sr
+
+
+def mismatched_frames(a, b) -> int:
+    """Frames whose codes differ anywhere (as tests/test_stream.py counts them)."""
+    return int((a != b).any(dim=-2).sum())
