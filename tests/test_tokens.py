@@ -258,6 +258,9 @@ def test_tokens_to_audio_equals_direct_decode(hf_24k):
     tb = lay.encode(enc.codes, enc.frame_lengths)
     codes, frame_lengths = lay.decode(tb.ids, tb.attention_mask)
     assert torch.equal(frame_lengths, enc.frame_lengths)
+    # shorthands: an Encoded in, a TokenBatch back
+    assert torch.equal(lay.encode(enc).ids, tb.ids)
+    assert all(torch.equal(a, b) for a, b in zip(lay.decode(tb), (codes, frame_lengths), strict=True))
     again = dataclasses.replace(enc, codes=codes)
     assert torch.equal(codec.decode(again), codec.decode(enc))
     # coarse decoding: the first k codebooks, from fewer tokens

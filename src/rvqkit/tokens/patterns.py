@@ -254,7 +254,15 @@ class TokenLayout:
     def encode(self, codes: Any, frame_lengths: Any = None) -> TokenBatch:
         """Token ids of codes ``[batch, n_q', frames]`` (``n_q' ≥ n_q``; the first ``n_q`` are used; a single
         ``[n_q', frames]`` item is a batch of one). ``frame_lengths`` ``[batch]`` gives each item's valid
-        frames (default: all); shorter items are padded with the pad id and masked out."""
+        frames (default: all); shorter items are padded with the pad id and masked out. An
+        :class:`~rvqkit.Encoded` may be passed as ``codes``: its codes and frame lengths are used."""
+        from ..encoded import Encoded
+
+        if isinstance(codes, Encoded):
+            codes, frame_lengths = (
+                codes.codes,
+                codes.frame_lengths if frame_lengths is None else frame_lengths,
+            )
         c, lengths = self._check_codes(codes, frame_lengths)
         items = [self.encode_item(c[b, :, :n]) for b, n in enumerate(lengths)]
         return self.pad_items(items)
@@ -276,7 +284,10 @@ class TokenLayout:
     def decode(self, ids: Any, attention_mask: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes ``[batch, n_q, frames]`` (zero past each item's end) and ``frame_lengths`` ``[batch]`` from
         ids as :meth:`encode` makes them. Without ``attention_mask``, an item ends at its trailing pad ids
-        (leading ones with left padding). Raises :class:`TokenError` at the first token that does not fit."""
+        (leading ones with left padding). A :class:`TokenBatch` may be passed as ``ids`` (its mask is used).
+        Raises :class:`TokenError` at the first token that does not fit."""
+        if isinstance(ids, TokenBatch):
+            ids, attention_mask = ids.ids, ids.attention_mask if attention_mask is None else attention_mask
         t = as_long(ids, "token ids")
         want = 3 if self.multi_stream else 2
         if t.ndim == want - 1:
