@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import AudioError, CodesError, RvqkitError
+from .nn.streaming import split_state, stack_states, state_signature
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -267,6 +268,83 @@ class StreamDecoder:
         dev = self.codec.device
         x = torch.zeros(self.batch_size, self.codec.config.hidden_size, 0, device=dev)
         return self._emit(self.codec.model.decoder.step(x, self._state, final=True))
+
+
+def _groups(keys: list[object]) -> list[list[int]]:
+    out: dict[object, list[int]] = {}
+    for i, key in enumerate(keys):
+        out.setdefault(key, []).append(i)
+    return list(out.values())
+
+
+@torch.inference_mode()
+def push_many(encoders: list[StreamEncoder], chunks: list[np.ndarray | torch.Tensor]) -> list[CodePacket]:
+    """Push one chunk to each of several independent encoders of one codec, batching the model work.
+
+    Encoders whose streams are in the same phase (same state signature, same chunk length and bandwidth)
+    share one model call; the result for each is what ``encoder.push(chunk)`` would return (up to float
+    rounding of the batched computation). 48 kHz encoders and singletons are pushed one by one.
+    """
+    if len(encoders) != len(chunks):
+        raise StreamError(f"{len(encoders)} encoders but {len(chunks)} chunks")
+    results: list[CodePacket | None] = [None] * len(encoders)
+    xs = [_as_batch(c, e.batch_size, e.codec.channels) for e, c in zip(encoders, chunks, strict=True)]
+    keys: list[object] = []
+    for i, (e, x) in enumerate(zip(encoders, xs, strict=True)):
+        if e.segmented or e.finished:
+            keys.append(("alone", i))
+        else:
+            keys.append((id(e.codec), e.n_q, x.shape[-1], state_signature(e._state)))
+    for idx in _groups(keys):
+        if len(idx) == 1:
+            results[idx[0]] = encoders[idx[0]].push(xs[idx[0]])
+            continue
+        first = encoders[idx[0]]
+        sizes = [encoders[i].batch_size for i in idx]
+        state = stack_states([encoders[i]._state for i in idx])
+        x = torch.cat([xs[i] for i in idx], dim=0).to(first.codec.device)
+        emb = first.codec.model.encoder.step(x, state, final=False)
+        codes = first.codec.model.quantizer.encode(emb, first.n_q) if emb.shape[-1] else None
+        for j, (i, st) in enumerate(zip(idx, split_state(state, sizes), strict=True)):
+            enc = encoders[i]
+            enc._state = st
+            enc.samples_in += xs[i].shape[-1]
+            part = enc._no_codes() if codes is None else codes[sum(sizes[:j]) : sum(sizes[: j + 1])]
+            enc.frames_out += part.shape[-1]
+            results[i] = CodePacket(part.cpu())
+    return results  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def decode_many(
+    decoders: list[StreamDecoder], packets: list[CodePacket | torch.Tensor]
+) -> list[torch.Tensor]:
+    """Push codes to several independent 24 kHz decoders of one codec in one batched model call per
+    phase group, as :func:`push_many` does for encoders."""
+    if len(decoders) != len(packets):
+        raise StreamError(f"{len(decoders)} decoders but {len(packets)} packets")
+    pk = [p if isinstance(p, CodePacket) else CodePacket(p) for p in packets]
+    results: list[torch.Tensor | None] = [None] * len(decoders)
+    keys: list[object] = []
+    for i, (d, p) in enumerate(zip(decoders, pk, strict=True)):
+        if d.segmented or d.finished or p.num_frames == 0:
+            keys.append(("alone", i))
+        else:
+            d._check(p)
+            keys.append((id(d.codec), tuple(p.codes.shape[1:]), state_signature(d._state)))
+    for idx in _groups(keys):
+        if len(idx) == 1:
+            results[idx[0]] = decoders[idx[0]].push(pk[idx[0]])
+            continue
+        first = decoders[idx[0]]
+        sizes = [decoders[i].batch_size for i in idx]
+        state = stack_states([decoders[i]._state for i in idx])
+        codes = torch.cat([pk[i].codes for i in idx], dim=0).to(first.codec.device)
+        audio = first.codec.model.decoder.step(first.codec.model.quantizer.decode(codes), state, final=False)
+        for j, (i, st) in enumerate(zip(idx, split_state(state, sizes), strict=True)):
+            decoders[i]._state = st
+            results[i] = decoders[i]._emit(audio[sum(sizes[:j]) : sum(sizes[: j + 1])])
+    return results  # type: ignore[return-value]
 
 
 @dataclass

@@ -41,12 +41,19 @@ def pad1d(x: torch.Tensor, left: int, right: int, mode: str = "reflect") -> torc
 
 @dataclass
 class ConvState:
-    """Streaming state of :class:`SConv1d`: raw input kept from sample ``start`` on, and counters."""
+    """Streaming state of :class:`SConv1d`, relative to the buffer so that streams in the same phase can be
+    stacked into one batch.
+
+    Attributes:
+        buffer: raw input not yet consumed ``[B, C, n]``. Once ``at_start`` is False, ``buffer[..., 0]`` is
+            the first sample the next output's window reads.
+        at_start: the buffer still begins at the signal's first sample (the left padding is still due).
+        emitted: outputs returned while ``at_start``.
+    """
 
     buffer: torch.Tensor | None = None
-    start: int = 0  # index in the whole signal of buffer[..., 0]
-    received: int = 0  # input samples seen so far
-    emitted: int = 0  # output samples returned so far
+    at_start: bool = True
+    emitted: int = 0
 
 
 @dataclass
@@ -110,32 +117,35 @@ class SConv1d(StreamingModule):
     def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
         buf = x if state.buffer is None else torch.cat([state.buffer, x], dim=-1)
         state.buffer = buf
-        state.received += x.shape[-1]
-        n, s, k, p = state.received, self.stride, self.kernel_size, self.padding_total
-        if final and state.emitted == 0 and state.start == 0:
-            # Nothing returned yet and the whole signal is here: exactly the offline computation.
-            state.buffer = None
-            return self.forward(buf) if n > 0 else empty_like_time(x, self.conv.out_channels)
+        s, k, p = self.stride, self.kernel_size, self.padding_total
+        if state.at_start:
+            n, done = buf.shape[-1], state.emitted  # n: samples seen; done: outputs returned
+            if final and done == 0:
+                # Nothing returned yet and the whole signal is here: exactly the offline computation.
+                state.buffer = None
+                return self.forward(buf) if n > 0 else empty_like_time(x, self.conv.out_channels)
+            if not final and n <= p:  # the left reflect padding reads samples 1..p
+                return empty_like_time(x, self.conv.out_channels)
+            arr = self._pad(buf, p, 0)  # output j reads arr[j*s : j*s + k]
+        else:
+            # buffer[0] is the first sample output `done` reads; count samples from there.
+            n, done, arr = buf.shape[-1] - p, 0, buf
+        n_end = (
+            math.ceil(n / s) if final else n // s
+        )  # outputs of the signal so far (offline count at the end)
+        if n_end <= done:
+            return empty_like_time(x, self.conv.out_channels)
         if final:
-            n_end = math.ceil(n / s)  # the offline output count (kernel_size - padding_total == stride)
-            extra = extra_padding_for_conv1d(n, k, s, p)
-        elif n > p:
-            n_end, extra = n // s, 0
+            arr = self._pad(arr, 0, extra_padding_for_conv1d(n, k, s, p))
+        y = self.conv(arr[..., done * s : (n_end - 1) * s + k])
+        if state.at_start:
+            drop = n_end * s - p  # raw samples no later window reads
+            if drop > 0:
+                state.buffer, state.at_start, state.emitted = buf[..., drop:], False, 0
+            else:
+                state.emitted = n_end
         else:
-            return empty_like_time(x, self.conv.out_channels)
-        if n_end <= state.emitted:
-            return empty_like_time(x, self.conv.out_channels)
-        if state.start == 0:
-            arr, offset = self._pad(buf, p, 0), 0  # offset: padded-signal index of arr[..., 0]
-        else:
-            arr, offset = buf, state.start + p
-        arr = self._pad(arr, 0, extra)
-        y = self.conv(arr[..., state.emitted * s - offset : (n_end - 1) * s + k - offset])
-        state.emitted = n_end
-        new_start = max(0, n_end * s - p)  # first raw sample a later window still reads
-        if new_start > state.start:
-            state.buffer = buf[..., new_start - state.start :]
-            state.start = new_start
+            state.buffer = buf[..., n_end * s :]
         return y
 
 

@@ -12,9 +12,10 @@ from .streaming import StreamingModule
 
 @dataclass
 class LSTMState:
-    """Hidden and cell states ``[num_layers, B, C]`` after the last step, or None at the start."""
+    """Hidden and cell states ``[B, num_layers, C]`` (batch first, so that states stack) or None at the start."""
 
-    hc: tuple[torch.Tensor, torch.Tensor] | None = None
+    h: torch.Tensor | None = None
+    c: torch.Tensor | None = None
 
 
 class SLSTM(StreamingModule):
@@ -38,5 +39,9 @@ class SLSTM(StreamingModule):
     def step(self, x: torch.Tensor, state: LSTMState, final: bool = False) -> torch.Tensor:
         if x.shape[-1] == 0:
             return x
-        y, state.hc = self.forward(x, state.hc)
+        hc = (
+            None if state.h is None or state.c is None else (state.h.transpose(0, 1), state.c.transpose(0, 1))
+        )
+        y, (h, c) = self.forward(x, hc)
+        state.h, state.c = h.transpose(0, 1), c.transpose(0, 1)
         return y
