@@ -237,22 +237,31 @@ def random_48k_codec() -> Codec:
     return Codec(model)
 
 
-def test_48khz_scales(tmp_path):
+def test_48khz_scales_and_segments_batched_across_items(tmp_path, monkeypatch):
     codec = random_48k_codec()
     folder = tmp_path / "audio48"
     folder.mkdir()
-    lengths = (0.2, 1.01)  # one and two segments
+    lengths = (0.2, 1.01, 1.5)  # 1, 2 and 2 segments; items 1 and 2 both have a full 1 s segment
     for i, s in enumerate(lengths):
         sf.write(folder / f"c{i}.wav", make_signal(int(44100 * s), 2, 44100, seed=i).T, 44100)
+    calls = []
+    embed = codec.model.embed_segment
+    monkeypatch.setattr(codec.model, "embed_segment", lambda x: calls.append(x.shape[0]) or embed(x))
     out = tmp_path / "out48"
     encode_corpus(folder, out, codec, 6.0, workers=0, progress=False)
+    assert sorted(calls) == [1, 1, 1, 2]  # 5 segments, the two full ones in one call
+    monkeypatch.undo()
     rows = read_output(out).to_pylist()
     for i, row in enumerate(rows):
         enc = alone(codec, folder / f"c{i}.wav")
         assert np.array_equal(np.asarray(row["codes"]), enc.codes[0, :, : int(enc.frame_lengths[0])].numpy())
-        assert len(row["scales"]) == i + 1
-        assert np.allclose(row["scales"], enc.scales[0, : i + 1].numpy())
+        n_seg = 1 if i == 0 else 2
+        assert len(row["scales"]) == n_seg
+        assert np.array_equal(np.asarray(row["scales"], dtype=np.float32), enc.scales[0, :n_seg].numpy())
         assert len(np.unique(row["codes"])) > 10  # a meaningful comparison
+    # and back to audio through the scales
+    [wav] = decode_corpus(out, tmp_path / "wav", codec, ids=["c2"])
+    assert sf.info(wav).frames == rows[2]["model_samples"] and sf.info(wav).channels == 2
 
 
 def test_rerun_is_idempotent_and_refuses_other_settings(corpus, codec24, tmp_path):

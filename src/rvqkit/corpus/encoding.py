@@ -2,11 +2,13 @@
 
 :meth:`rvqkit.Codec.encode` takes a list of items of different lengths and encodes each exactly as if
 it were alone; items of *equal* length share one model call, items of different lengths get one call
-each. Sorting by length puts equal lengths together; the batch budget bounds memory.
+each. Sorting by length puts equal lengths together; the batch budget bounds memory. For segmented
+models (48 kHz) the 1 s segments are batched instead, so all full segments of a batch share one call.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -56,6 +58,8 @@ def _encode_group(codec: Codec, audio: list[np.ndarray], bandwidth: float) -> li
     """(codes int16 [n_q, frames], scales float32 [segments] or None) per item; halves the batch on
     CUDA out-of-memory."""
     try:
+        if codec.config.segment_length is not None:
+            return _encode_segments(codec, audio, codec.n_q_for(bandwidth))
         enc = codec.encode(audio, codec.sample_rate, bandwidth=bandwidth)
     except torch.cuda.OutOfMemoryError:
         if len(audio) == 1:
@@ -73,6 +77,38 @@ def _encode_group(codec: Codec, audio: list[np.ndarray], bandwidth: float) -> li
             s = enc.scales[i, :n_seg].numpy().astype(np.float32)
         out.append((c, s))
     return out
+
+
+@torch.inference_mode()
+def _encode_segments(codec: Codec, audio: list[np.ndarray], n_q: int) -> list[tuple]:
+    """Segmented models (48 kHz: 1 s segments): segments of *equal length* share one model call even
+    when they come from items of different lengths. Segments are encoded independently of each other,
+    so this is exactly :meth:`EncodecModel.encode` per item (the same embed_segment + quantizer calls),
+    with the segments of many items batched."""
+    cfg = codec.config
+    pieces: dict[int, list[tuple[int, int, int, int]]] = defaultdict(
+        list
+    )  # length -> (item, seg, start, end)
+    bounds = [segment_bounds(cfg, a.shape[-1]) for a in audio]
+    for i, b in enumerate(bounds):
+        for j, (start, end) in enumerate(b):
+            pieces[end - start].append((i, j, start, end))
+    codes: list[list] = [[None] * len(b) for b in bounds]
+    scales: list[list] = [[None] * len(b) for b in bounds]
+    for group in pieces.values():
+        x = torch.stack([torch.from_numpy(audio[i][:, s:e]) for i, _, s, e in group]).to(codec.device)
+        emb, scale = codec.model.embed_segment(x)
+        c = codec.model.quantizer.encode(emb, n_q).cpu().numpy().astype(np.int16)
+        for row, (i, j, _, _) in enumerate(group):
+            codes[i][j] = c[row]
+            scales[i][j] = None if scale is None else float(scale[row, 0])
+    return [
+        (
+            np.concatenate(cs, axis=-1),
+            None if cfg.normalize is False else np.asarray(sc, dtype=np.float32),
+        )
+        for cs, sc in zip(codes, scales, strict=True)
+    ]
 
 
 def iter_encode(
