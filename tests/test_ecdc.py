@@ -28,10 +28,18 @@ from rvqkit.bitstream import (
     write_ecdc,
 )
 from rvqkit.errors import CodesError, RvqkitError, WeightsError
-from rvqkit.lm import EntropyLM, LMConfig, find_lm, load_lm
+from rvqkit.lm import EntropyLM, LMConfig, find_lm, load_lm, one_thread
 
 SECONDS = {"24": 0.6, "48": 1.1}  # 48 kHz: two segments (the second one short)
 BANDWIDTH = 6.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Meta's reference coder runs its LM frame by frame too; on a busy 2-core machine one thread is
+    several times faster (the library does the same for its own coding, see rvqkit.lm.one_thread)."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
