@@ -262,6 +262,44 @@ def test_frame_by_frame_write_and_read_while_growing(which, use_lm, codecs, lms)
     assert live.getvalue()[-len(whole.getvalue()) + 70 :] == whole.getvalue()[-len(whole.getvalue()) + 70 :]
 
 
+def test_follow_a_file_being_written(codecs, lms, tmp_path):
+    """A writer thread appends frames to a file on disk; follow_ecdc reads them as they land."""
+    import threading
+
+    from rvqkit.bitstream import follow_ecdc
+
+    codec = codecs["24"]
+    lm = load_lm(lms["24"][1])
+    enc = codec.encode(signal("24", seed=9), codec.sample_rate, bandwidth=BANDWIDTH)
+    path = tmp_path / "live.ecdc"
+    started, step = threading.Event(), threading.Semaphore(0)
+
+    def write():
+        with open(path, "wb") as f:
+            w = EcdcWriter(f, codec.name, enc.n_q, lm=lm)
+            started.set()
+            for t in range(0, enc.codes.shape[-1], 9):
+                w.write_frames(enc.codes[0, :, t : t + 9])
+                f.flush()
+                step.acquire(timeout=5)  # wait for the reader to see some frames
+            w.close(int(enc.lengths[0]))
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    started.wait(5)
+    got, during = [], 0
+    for chunk in follow_ecdc(path, lm=lm, poll_s=0.01, idle_timeout_s=20):
+        got.append(chunk)
+        if thread.is_alive():
+            during += chunk.codes.shape[1]
+        step.release()
+    for _ in range(100):
+        step.release()
+    thread.join()
+    assert during > 0
+    assert torch.equal(torch.cat([c.codes for c in got], dim=1), enc.codes[0])
+
+
 def test_live_file_opens_in_meta(meta_encodec, meta_24k, codecs, lms, monkeypatch):
     model = meta_24k[0]
     point_meta_at(monkeypatch, meta_encodec, model, "24", lms["24"][0])

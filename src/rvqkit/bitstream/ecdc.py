@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -592,6 +594,51 @@ def read_ecdc(fileobj: IO[bytes], lm: EntropyLM | None = None, already_read: byt
     chunks = list(iter_chunks(fileobj, already_read=already_read, reader=reader))
     assert reader.header is not None
     return encoded_from_chunks(reader.header, chunks)
+
+
+def follow_ecdc(
+    path: str | os.PathLike[str],
+    lm: EntropyLM | None = None,
+    poll_s: float = 0.05,
+    idle_timeout_s: float = 10.0,
+) -> Iterator[FrameChunk]:
+    """Read an ``.ecdc`` file while another process writes it, yielding frames as they become readable.
+
+    Stops when the file is complete (a live file: once its writer has filled in the length). Raises
+    :class:`BitstreamError` if no new bytes arrive for ``idle_timeout_s`` seconds before that.
+    """
+    reader = EcdcReader(lm)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise BitstreamError(f"cannot open {path}: {e.strerror}") from None
+    with f:
+        idle = 0.0
+        while not reader.done:
+            data = f.read(READ_CHUNK)
+            # The header is looked at after the bytes: a writer fills in the length before its last bytes.
+            if reader.header is not None and reader.header.live:
+                final = _peek_header(f.fileno(), reader)
+                if final is not None and not final.live:
+                    reader.set_audio_length(final.audio_length)
+            chunks = reader.feed(data)
+            yield from chunks
+            if data or chunks:
+                idle = 0.0
+                continue
+            if idle >= idle_timeout_s:
+                break
+            time.sleep(poll_s)
+            idle += poll_s
+    reader.finish()
+
+
+def _peek_header(fd: int, reader: EcdcReader) -> EcdcHeader | None:
+    size = reader._meta_size or 0
+    raw = os.pread(fd, _PREFIX.size + size, 0)
+    if len(raw) < _PREFIX.size + size:
+        return None
+    return EcdcHeader.parse_meta(raw[_PREFIX.size :])
 
 
 def encoded_from_chunks(header: EcdcHeader, chunks: list[FrameChunk]) -> Encoded:
