@@ -107,14 +107,20 @@ class StreamEncoder:
         return self._segments(x, final=False) if self.segmented else self._frames(x, final=False)
 
     @torch.inference_mode()
-    def flush(self) -> CodePacket:
-        """End of signal: pad the end exactly as offline encoding does and return the last frames."""
+    def flush(self, last: np.ndarray | torch.Tensor | None = None) -> CodePacket:
+        """End of signal: take the optional ``last`` chunk, pad the end exactly as offline encoding does
+        and return the remaining frames. (Giving the last chunk here rather than to ``push`` lets the
+        end be computed in one call.)"""
         if self.finished:
             raise StreamError("flush called twice: call reset() to start a new signal")
+        if last is None:
+            x = torch.zeros(self.batch_size, self.codec.channels, 0, device=self.codec.device)
+        else:
+            x = _as_batch(last, self.batch_size, self.codec.channels).to(self.codec.device)
+        self.samples_in += x.shape[-1]
         if self.samples_in == 0:
             raise AudioError("stream is empty (0 samples pushed)")
         self.finished = True
-        x = torch.zeros(self.batch_size, self.codec.channels, 0, device=self.codec.device)
         return self._segments(x, final=True) if self.segmented else self._frames(x, final=True)
 
     def _frames(self, x: torch.Tensor, final: bool) -> CodePacket:

@@ -12,12 +12,15 @@ import functools
 import importlib
 import os
 import pkgutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import RvqkitError
 
@@ -68,6 +71,28 @@ def user_errors(fn: F) -> F:
             fail(f"unexpected {type(e).__name__}: {e} (set RVQKIT_DEBUG=1 for the traceback)")
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(label: str, total_seconds: float | None) -> Iterator[Callable[[float], None]]:
+    """A rich progress bar over seconds of audio, with the real-time factor; yields the update callback."""
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.1f}/{task.total:.1f} s audio"),
+        TextColumn("{task.fields[speed]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    start = time.perf_counter()
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task(label, total=total_seconds, speed="")
+
+        def update(seconds_done: float) -> None:
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            progress.update(task, completed=seconds_done, speed=f"{seconds_done / elapsed:.1f}x real time")
+
+        yield update
 
 
 def load_codec(model: str, device: str):

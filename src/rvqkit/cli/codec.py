@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..audio import audio_info
+from ..errors import RvqkitError
 from . import (
     DEFAULT_MODEL,
     BandwidthOpt,
@@ -18,8 +20,17 @@ from . import (
     check_output,
     err,
     load_codec,
+    progress_bar,
     user_errors,
 )
+
+
+def audio_seconds(path: Path) -> float:
+    """Duration of an audio file in seconds (from its header), for the progress bar."""
+    if not path.is_file():
+        raise RvqkitError(f"{path}: no such audio file")
+    info = audio_info(path)
+    return info.frames / info.samplerate if info.samplerate else 0.0
 
 
 @app.command()
@@ -32,17 +43,18 @@ def roundtrip(
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Encode and decode a file: hear what the codec keeps at a bandwidth."""
-    from ..audio import read_audio, write_audio
+    """Encode and decode a file: hear what the codec keeps at a bandwidth (any length, bounded memory)."""
+    from ..chunked import roundtrip_file
 
     check_output(output, overwrite, (input,))
-    audio, sr = read_audio(input)
+    seconds = audio_seconds(input)
     codec = load_codec(model, device)
     codec.n_q_for(bandwidth)
-    with err.status(f"Encoding and decoding {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):
-        out = codec.decode(codec.encode(audio, sr, bandwidth=bandwidth))
-    write_audio(output, out[0].cpu().numpy(), codec.sample_rate, overwrite=overwrite)
-    err.print(f"wrote {output} ({codec.sample_rate} Hz, {codec.channels} ch, {bandwidth:g} kbps)")
+    with progress_bar(f"roundtrip {bandwidth:g} kbps", seconds) as update:
+        n = roundtrip_file(codec, input, output, bandwidth, overwrite=overwrite, progress=update)
+    err.print(
+        f"wrote {output} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, {codec.channels} ch, {bandwidth:g} kbps)"
+    )
 
 
 @app.command()
@@ -55,15 +67,15 @@ def encode(
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Encode an audio file to RVQ codes saved with their metadata."""
-    from ..audio import read_audio
+    """Encode an audio file to RVQ codes saved with their metadata (any length, bounded memory)."""
+    from ..chunked import encode_file
 
     check_output(output, overwrite, (input,))
-    audio, sr = read_audio(input)
+    seconds = audio_seconds(input)
     codec = load_codec(model, device)
     codec.n_q_for(bandwidth)
-    with err.status(f"Encoding {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):
-        encoded = codec.encode(audio, sr, bandwidth=bandwidth)
+    with progress_bar(f"encode {bandwidth:g} kbps", seconds) as update:
+        encoded = encode_file(codec, input, bandwidth, progress=update)
     encoded.save(output, overwrite=overwrite)
     err.print(
         f"wrote {output}: {encoded.n_q} codebooks x {int(encoded.frame_lengths[0])} frames ({codec.name})"
@@ -85,18 +97,19 @@ def decode(
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Decode a codes file to audio, optionally from the first K codebooks only."""
-    from ..audio import write_audio
+    """Decode a codes file to audio, optionally from the first K codebooks only (bounded memory)."""
+    from ..chunked import decode_to_file
     from ..encoded import Encoded
     from ..weights import HUB_IDS
 
     check_output(output, overwrite, (input,))
     encoded = Encoded.load(input)
+    if encoded.batch_size != 1:
+        raise RvqkitError(f"{input} holds {encoded.batch_size} items; the CLI decodes files of one item")
     codec = load_codec(model or HUB_IDS.get(encoded.model, encoded.model), device)
-    with err.status("Decoding ..."):
-        out = codec.decode(encoded, n_q=n_q)
     n = int(encoded.lengths[0])
-    write_audio(output, out[0, :, :n].cpu().numpy(), codec.sample_rate, overwrite=overwrite)
+    with progress_bar("decode", n / codec.sample_rate) as update:
+        decode_to_file(codec, encoded, output, n_q=n_q, overwrite=overwrite, progress=update)
     err.print(f"wrote {output} ({n / codec.sample_rate:.2f} s, {n_q or encoded.n_q} codebooks)")
 
 

@@ -1,0 +1,228 @@
+"""Files of any length in bounded memory: read audio progressively, convert and resample it block by
+block, run it through the streaming engine, and write audio progressively.
+
+Blocks are large (10 s by default) and the last block is always given to the encoder together with the
+end of the signal, so every layer works on wide tensors as the whole-file computation does; memory
+stays at a few blocks whatever the file's length.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from .audio import WRITE_FORMATS, audio_info, check_finite, convert_channels
+from .codec import Codec
+from .encoded import Encoded
+from .errors import AudioError
+from .model import segment_bounds
+from .stream import CodePacket
+
+Progress = Callable[[float], None]  # called with seconds of input audio done
+DEFAULT_BLOCK_SECONDS = 10.0
+
+
+def read_blocks(
+    path: str | os.PathLike[str], codec: Codec, block_seconds: float = DEFAULT_BLOCK_SECONDS
+) -> Iterator[np.ndarray]:
+    """Yield float32 ``[channels, n]`` blocks of ``path`` at the model's rate and channel count.
+
+    Resampling is soxr's streaming resampler, which gives the same samples as resampling the whole file.
+    """
+    info = audio_info(path)
+    sr = int(info.samplerate)
+    block = max(1, int(block_seconds * sr))
+    resampler = (
+        None
+        if sr == codec.sample_rate
+        else soxr.ResampleStream(sr, codec.sample_rate, codec.channels, dtype="float32", quality="HQ")
+    )
+    total = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                data = f.read(block, dtype="float32", always_2d=True)
+                last = data.shape[0] < block or f.tell() >= f.frames
+                total += data.shape[0]
+                x = np.ascontiguousarray(data.T)
+                if x.shape[-1]:
+                    check_finite(x, str(path))
+                x = convert_channels(x, codec.channels)
+                if resampler is not None:
+                    x = np.ascontiguousarray(resampler.resample_chunk(np.ascontiguousarray(x.T), last=last).T)
+                if x.shape[-1]:
+                    yield x
+                if last:
+                    break
+    except AudioError:
+        raise
+    except Exception as e:  # libsndfile errors on a damaged file mid-way
+        raise AudioError(f"{path}: cannot read audio ({e})") from None
+    if total == 0:
+        raise AudioError(f"{path} is empty (0 samples)")
+
+
+def _lookahead(blocks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+    """(block, is_last) pairs."""
+    prev = next(blocks, None)
+    for block in blocks:
+        assert prev is not None
+        yield prev, False
+        prev = block
+    if prev is not None:
+        yield prev, True
+
+
+def _encode_packets(
+    codec: Codec, blocks: Iterator[np.ndarray], bandwidth: float, progress: Progress | None
+) -> Iterator[tuple[CodePacket, int, bool]]:
+    """(packet, samples read so far, is_last) for each block, the last given with the end of signal."""
+    enc = codec.stream_encoder(bandwidth)
+    for block, last in _lookahead(blocks):
+        packet = enc.flush(block) if last else enc.push(block)
+        if progress:
+            progress(enc.samples_in / codec.sample_rate)
+        yield packet, enc.samples_in, last
+
+
+def encode_file(
+    codec: Codec,
+    path: str | os.PathLike[str],
+    bandwidth: float,
+    progress: Progress | None = None,
+    block_seconds: float = DEFAULT_BLOCK_SECONDS,
+) -> Encoded:
+    """Encode a file of any length chunk by chunk; the result equals ``codec.encode`` of the whole file."""
+    codec.n_q_for(bandwidth)
+    codes, scales, length = [], [], 0
+    for packet, samples_in, _ in _encode_packets(
+        codec, read_blocks(path, codec, block_seconds), bandwidth, progress
+    ):
+        codes.append(packet.codes.to(torch.int16))  # 2 bytes a code while the file is read
+        if packet.scales is not None:
+            scales.append(packet.scales)
+        length = samples_in
+    all_codes = torch.cat(codes, dim=-1).long()
+    n_q = all_codes.shape[1]
+    return Encoded(
+        codes=all_codes,
+        scales=torch.cat(scales, dim=-1) if scales else None,
+        lengths=torch.tensor([length]),
+        frame_lengths=torch.tensor([all_codes.shape[-1]]),
+        sample_rate=codec.sample_rate,
+        channels=codec.channels,
+        bandwidth=codec.config.bandwidth_for_n_q(n_q),
+        model=codec.name,
+        weights_sha256=codec.weights_sha256,
+    )
+
+
+def _packets_of(
+    codec: Codec, encoded: Encoded, index: int, n_q: int, block_frames: int
+) -> Iterator[CodePacket]:
+    """Packets of one item's codes: blocks of frames (24 kHz) or whole segments (48 kHz)."""
+    length = int(encoded.lengths[index])
+    codes = encoded.codes[index : index + 1, :n_q, : int(encoded.frame_lengths[index])]
+    if codec.config.segment_length is None:
+        for f in range(0, codes.shape[-1], block_frames):
+            yield CodePacket(codes[..., f : f + block_frames])
+        return
+    assert encoded.scales is not None
+    f0 = 0
+    for i, (s, e) in enumerate(segment_bounds(codec.config, length)):
+        nf = -(-(e - s) // codec.hop_length)
+        yield CodePacket(codes[..., f0 : f0 + nf], encoded.scales[index : index + 1, i : i + 1], [nf])
+        f0 += nf
+
+
+class AudioWriter:
+    """Write float ``[channels, n]`` blocks to a WAV/FLAC file as 16-bit PCM, clipped to [-1, 1]."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], sample_rate: int, channels: int, overwrite: bool = False
+    ) -> None:
+        p = Path(path)
+        fmt = WRITE_FORMATS.get(p.suffix.lower())
+        if fmt is None:
+            raise AudioError(f"{p}: output must end in {' or '.join(WRITE_FORMATS)}")
+        if p.exists() and not overwrite:
+            raise AudioError(f"{p} exists; pass --overwrite to replace it")
+        self.path = p
+        self._tmp = p.with_name(f".{p.name}.part")  # written beside, renamed at the end: no half files
+        self._file = sf.SoundFile(str(self._tmp), "w", sample_rate, channels, subtype="PCM_16", format=fmt)
+
+    def write(self, audio: torch.Tensor | np.ndarray) -> None:
+        a = audio.numpy() if isinstance(audio, torch.Tensor) else audio
+        if a.shape[-1]:
+            self._file.write(np.clip(a, -1.0, 1.0).T)
+
+    def close(self, ok: bool = True) -> None:
+        self._file.close()
+        if ok:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(ok=exc_type is None)
+
+
+def decode_to_file(
+    codec: Codec,
+    encoded: Encoded,
+    out: str | os.PathLike[str],
+    n_q: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    block_frames: int = 750,
+) -> int:
+    """Decode item 0 of ``encoded`` to ``out`` block by block; returns the samples written."""
+    codec.check_encoded(encoded)
+    n_q = encoded.n_q if n_q is None else n_q
+    if not 1 <= n_q <= encoded.n_q:
+        from .errors import BandwidthError
+
+        raise BandwidthError(
+            f"n_q must be between 1 and {encoded.n_q} (the codebooks the codes hold), got {n_q}"
+        )
+    length = int(encoded.lengths[0])
+    dec = codec.stream_decoder(length=length)
+    with AudioWriter(out, codec.sample_rate, codec.channels, overwrite) as w:
+        for packet in _packets_of(codec, encoded, 0, n_q, block_frames):
+            w.write(dec.push(packet)[0])
+            if progress:
+                progress(dec.samples_out / codec.sample_rate)
+        w.write(dec.flush()[0])
+    return dec.samples_out
+
+
+def roundtrip_file(
+    codec: Codec,
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    bandwidth: float,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    block_seconds: float = DEFAULT_BLOCK_SECONDS,
+) -> int:
+    """Encode and decode a file of any length in one pass, writing the reconstruction progressively."""
+    codec.n_q_for(bandwidth)
+    dec = codec.stream_decoder()
+    with AudioWriter(out, codec.sample_rate, codec.channels, overwrite) as w:
+        for packet, samples_in, last in _encode_packets(
+            codec, read_blocks(path, codec, block_seconds), bandwidth, progress
+        ):
+            if last:  # only the end's frames reach past the signal: trim them to its length
+                dec.length = samples_in
+            w.write(dec.push(packet)[0])
+        w.write(dec.flush()[0])
+    return dec.samples_out
