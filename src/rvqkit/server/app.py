@@ -9,6 +9,7 @@ the client sends is ever used to open a file.
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 import threading
 from contextlib import asynccontextmanager
@@ -130,7 +131,8 @@ def read_audio_bytes(data: bytes, settings: ServerSettings) -> tuple[np.ndarray,
     except RvqkitError:
         raise
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError by format
-        raise AudioError(f"cannot read the uploaded audio ({e}); send WAV, FLAC, OGG or MP3") from None
+        why = re.sub(r"^Error opening .*?: ", "", str(e)).strip().rstrip(".")  # drop soundfile's object repr
+        raise AudioError(f"cannot read the uploaded audio ({why}); send WAV, FLAC, OGG or MP3") from None
     x = np.ascontiguousarray(x)
     audio_io.check_finite(x, "uploaded audio")
     settings.check_duration(x.shape[-1], sr)

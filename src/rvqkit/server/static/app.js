@@ -134,8 +134,16 @@ function fitCanvas(canvas) {
   return [canvas.getContext("2d"), w, h];
 }
 
+function peakOf(x) {
+  let p = 0;
+  for (let i = 0; i < x.length; i++) p = Math.max(p, Math.abs(x[i]));
+  return p;
+}
+
 function drawWave(canvas, x) {
+  // scaled so that the track's peak fills the height (the facts line gives the peak in dBFS)
   const [g, w, h] = fitCanvas(canvas);
+  const gain = 1 / Math.max(peakOf(x), 1e-6);
   g.fillStyle = "#111"; g.fillRect(0, 0, w, h);
   g.strokeStyle = "#7fb3ff";
   g.beginPath();
@@ -143,7 +151,7 @@ function drawWave(canvas, x) {
   for (let px = 0; px < w; px++) {
     let lo = 1, hi = -1;
     const a = Math.floor(px * per), b = Math.max(a + 1, Math.floor((px + 1) * per));
-    for (let i = a; i < b && i < x.length; i++) { lo = Math.min(lo, x[i]); hi = Math.max(hi, x[i]); }
+    for (let i = a; i < b && i < x.length; i++) { lo = Math.min(lo, x[i] * gain); hi = Math.max(hi, x[i] * gain); }
     if (lo > hi) { lo = hi = 0; }
     g.moveTo(px + 0.5, (1 - Math.max(-1, hi)) * h / 2);
     g.lineTo(px + 0.5, (1 - Math.min(1, lo)) * h / 2 + 1);
@@ -232,10 +240,14 @@ function addTrack(title, facts, blob, k) {
 
 async function showTrack(title, facts, blob, k) {
   const t = addTrack(title, facts, blob, k);
-  const buffer = await ctx().decodeAudioData(await blob.arrayBuffer());
+  // decode at the model's rate (an OfflineAudioContext does not resample to the sound card's rate)
+  const buffer = await new OfflineAudioContext(1, 1, info.sample_rate).decodeAudioData(await blob.arrayBuffer());
   t.row.dataset.samples = String(buffer.length);
   t.row.dataset.rate = String(buffer.sampleRate);
   const x = mono(buffer);
+  const peak = peakOf(x);
+  t.row.querySelector(".facts").textContent +=
+    ` · ${(buffer.length / buffer.sampleRate).toFixed(2)} s · peak ${(20 * Math.log10(peak + 1e-12)).toFixed(1)} dBFS`;
   drawWave(t.wave, x);
   drawSpectrogram(t.spec, x);
 }
