@@ -55,6 +55,7 @@ MAX_META_BYTES = 1 << 16  # Meta's metadata is ~60 bytes; anything near this is 
 MAX_SECONDS = 24 * 3600  # longest audio a header may declare
 LIVE_LENGTH_WIDTH = 20  # characters reserved for "al" in a live file's header, patched at close
 READ_CHUNK = 1 << 16
+MAX_CHUNK_FRAMES = 256  # LM-decoded frames per FrameChunk
 
 
 class BitstreamError(CodesError):
@@ -497,8 +498,9 @@ class EcdcReader:
                 return None
             values = self._bits.read_array(t * n_q, bits)
             return torch.from_numpy(values.reshape(t, n_q).T.copy())
-        frames = []
-        while left is None or len(frames) < left:
+        frames: list[torch.Tensor] = []
+        cap = MAX_CHUNK_FRAMES if left is None else min(left, MAX_CHUNK_FRAMES)
+        while len(frames) < cap:  # chunks stay small: the codes are kept as compact tensors
             frame = self._decode_lm_frame()
             if frame is None:
                 break
