@@ -100,6 +100,20 @@ def test_interop_both_ways(meta, use_lm, codecs, lms):
     assert (back - our_audio).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("meta", ["24"], indirect=True)
+def test_frame_count_is_exact_where_metas_reader_rounds_wrong(meta, codecs):
+    """Meta's decompress computes a segment's frames as ceil(n / sr * frame_rate) in floating point,
+    one too many for some multiples of 320 samples (6720 is the first): it cannot read its own file
+    then. rvqkit counts ceil(n / 320) exactly and reads it."""
+    which, model, mc = meta
+    x = signal(which)[:, :6720]
+    data = mc.compress(model, torch.from_numpy(x), use_lm=False)
+    audio, _ = decompress(data, codecs[which])
+    assert audio.shape == (1, 6720)
+    with pytest.raises(EOFError):
+        mc.decompress(data)
+
+
 @pytest.mark.parametrize("meta", ["24", "48"], indirect=True)
 def test_lm_makes_different_bytes_and_all_codes_round_trip(meta, codecs, lms):
     """The LM path is really used: its bytes differ from packing and decode to the same codes."""
