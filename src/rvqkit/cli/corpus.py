@@ -54,6 +54,12 @@ def encode(
         int | None,
         typer.Option("--workers", help="Audio decoding processes (default: cores - 1; 0: in-process)."),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", help="torch threads for the model on CPU (default: cores - workers, at least 1)."
+        ),
+    ] = None,
     window: Annotated[int, typer.Option("--window", help="Items sorted by length together.")] = 256,
     batch_seconds: Annotated[
         float | None,
@@ -119,6 +125,7 @@ def encode(
         device=device,
         shard_size=shard_size,
         workers=workers,
+        threads=threads,
         window=window,
         batch_seconds=batch_seconds,
         min_duration=min_duration,

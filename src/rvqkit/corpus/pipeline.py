@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import __version__
 from ..codec import Codec
 from .encoding import auto_batch_samples, iter_encode
@@ -180,6 +182,7 @@ def encode_corpus(
     device: str = "cpu",
     shard_size: int = DEFAULT_SHARD_SIZE,
     workers: int | None = None,
+    threads: int | None = None,
     window: int = DEFAULT_WINDOW,
     batch_seconds: float | None = None,
     min_duration: float = DEFAULT_MIN_DURATION,
@@ -208,6 +211,10 @@ def encode_corpus(
         model: hub id, model folder, Meta ``.th`` file, or a loaded :class:`~rvqkit.Codec`.
         shard_size: items per shard (rows per Parquet file, fewer where items fail).
         workers: audio decoding processes (default: CPU cores - 1, at most 8; 0 = in this process).
+        threads: torch threads for the model on CPU during the job (default: torch's setting, lowered
+            to CPU cores - workers, at least 1, so that decoding and the model do not fight over
+            cores; restored afterwards). Codes can differ in rare near-ties between thread counts
+            (floating-point sums in another order), so resume a job with the same setting.
         window: items sorted by length together before batching.
         batch_seconds: audio seconds per model call (default: from free GPU memory, 60 s on CPU).
         min_duration, max_duration: accepted item durations in seconds; others go to ``errors.jsonl``.
@@ -279,7 +286,15 @@ def encode_corpus(
         collector = ShardCollector(out, items, shard_size, sch, bar, token_specs)
         if todo_items and engine == "local":
             n_workers = default_workers() if workers is None else workers
-            run_local(collector, src, todo_items, spec, codec, bandwidth, max_samples, n_workers, window)
+            saved = torch.get_num_threads()
+            if threads is None:  # leave cores to the decoding workers
+                threads = saved if n_workers == 0 else min(saved, max(1, (os.cpu_count() or 1) - n_workers))
+            if codec.device.type == "cpu":
+                torch.set_num_threads(threads)
+            try:
+                run_local(collector, src, todo_items, spec, codec, bandwidth, max_samples, n_workers, window)
+            finally:
+                torch.set_num_threads(saved)
         elif todo_items:
             from .ray_engine import run_ray
 
