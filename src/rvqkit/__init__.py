@@ -4,6 +4,8 @@ from .codec import Codec
 from .config import ENCODEC_24KHZ, ENCODEC_48KHZ, CodecConfig
 from .encoded import Encoded
 from .errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
+from .stream import CodePacket, StreamDecoder, StreamEncoder, StreamError
+from .tokens import TokenError, TokenLayout
 
 __version__ = "0.1.0"
 
@@ -18,5 +20,11 @@ __all__ = [
     "BandwidthError",
     "CodesError",
     "WeightsError",
+    "CodePacket",
+    "StreamEncoder",
+    "StreamDecoder",
+    "StreamError",
+    "TokenLayout",
+    "TokenError",
     "__version__",
 ]
