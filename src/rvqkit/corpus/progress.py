@@ -25,7 +25,7 @@ class JobProgress:
         if enabled:
             self._progress = Progress(
                 TextColumn("[bold]encoding"),
-                BarColumn(),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TextColumn("items"),
                 TextColumn("{task.fields[stats]}"),
