@@ -28,7 +28,7 @@ from rvqkit.bitstream import (
     write_ecdc,
 )
 from rvqkit.errors import CodesError, RvqkitError, WeightsError
-from rvqkit.lm import EntropyLM, LMConfig, find_lm, load_lm, one_thread
+from rvqkit.lm import EntropyLM, LMConfig, find_lm, load_lm, torch_threads
 
 SECONDS = {"24": 0.6, "48": 1.1}  # 48 kHz: two segments (the second one short)
 BANDWIDTH = 6.0
@@ -36,9 +36,9 @@ BANDWIDTH = 6.0
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Meta's reference coder runs its LM frame by frame too; on a busy 2-core machine one thread is
-    several times faster (the library does the same for its own coding, see rvqkit.lm.one_thread)."""
-    with one_thread():
+    """Both coders on one thread: the LM's rounding depends on the thread count (rvqkit.lm.torch_threads),
+    and one thread is several times faster for frame-by-frame work on a busy 2-core machine."""
+    with torch_threads(1):
         yield
 
 
@@ -507,24 +507,12 @@ def test_cli_compress_decompress(meta_24k, lms, tmp_path, codecs):
     r = runner.invoke(app, ["compress", str(wav), str(out), "--bandwidth", "6", "--model", model])
     assert r.exit_code == 0, r.output
     lm_out = tmp_path / "lm.ecdc"
-    args = [
-        "compress",
-        str(wav),
-        str(lm_out),
-        "-b",
-        "6",
-        "--lm",
-        "--model",
-        model,
-        "--lm-model",
-        str(lms["24"][1]),
-    ]
+    lm_args = ["--lm-model", str(lms["24"][1]), "--threads", "1"]
+    args = ["compress", str(wav), str(lm_out), "-b", "6", "--lm", "--model", model, *lm_args]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     dec = tmp_path / "dec.wav"
-    r = runner.invoke(
-        app, ["decompress", str(lm_out), str(dec), "--model", model, "--lm-model", str(lms["24"][1])]
-    )
+    r = runner.invoke(app, ["decompress", str(lm_out), str(dec), "--model", model, *lm_args])
     assert r.exit_code == 0, r.output
     audio, sr = sf.read(dec, dtype="float32")
     expect, _ = decompress(out.read_bytes(), codecs["24"])

@@ -17,10 +17,16 @@ from hypothesis import strategies as st
 
 import rvqkit
 from rvqkit.bitstream import BitstreamError, read_ecdc, write_ecdc
-from rvqkit.lm import load_lm
+from rvqkit.lm import load_lm, torch_threads
 
 EXAMPLES = 300  # per seed file (4 seed files: 1200 inputs in all)
 COUNTER = {"inputs": 0, "decoded": 0, "rejected": 0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):  # frame-by-frame LM work: one thread is fastest on a busy machine
+        yield
 
 
 @pytest.fixture(scope="module")

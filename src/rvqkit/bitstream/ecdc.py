@@ -35,7 +35,7 @@ import torch
 from ..config import PRESETS, CodecConfig
 from ..encoded import Encoded
 from ..errors import CodesError
-from ..lm import EntropyLM, LMConfig, LMState, one_thread
+from ..lm import EntropyLM, LMConfig, LMState
 from ..model import segment_bounds
 from .arith import (
     ArithmeticDecoder,
@@ -280,8 +280,7 @@ class EcdcWriter:
             assert self._packer is not None
             self.fo.write(self._packer.push(codes.t().numpy()))  # time-major
         else:
-            with one_thread():
-                self._encode_lm(codes)
+            self._encode_lm(codes)
         self._frames_in_segment += n
         self.frames_written += n
 
@@ -427,9 +426,8 @@ class EcdcReader:
             self._bits.feed(data)
         out: list[FrameChunk] = []
         try:
-            with one_thread():
-                while not self.done and self._step(out):
-                    pass
+            while not self.done and self._step(out):
+                pass
         except ArithmeticError_ as e:
             raise BitstreamError(f"corrupt .ecdc data in segment {self._segment}: {e}") from None
         return out

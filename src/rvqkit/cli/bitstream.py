@@ -30,6 +30,17 @@ LMModelOpt = Annotated[
 ]
 
 
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="torch CPU threads for the LM. LM-coded bytes depend on it: decode with the count the file "
+        "was written with (Meta's tool uses torch's default, the core count; so does rvqkit by default).",
+    ),
+]
+
+
 def _near(model: str) -> Path | None:
     """The local weights path (to look for the LM beside it), if ``model`` is one."""
     p = Path(model)
@@ -58,12 +69,14 @@ def compress(
         typer.Option("--lm", help="Entropy-code with Meta's LM (smaller, slower; needs its checkpoint)."),
     ] = False,
     lm_model: LMModelOpt = None,
+    threads: ThreadsOpt = None,
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compress audio to an .ecdc file, bit-compatible with Meta's `encodec` tool."""
     from ..audio import read_audio
     from ..bitstream import write_ecdc
+    from ..lm import torch_threads
 
     check_output(output, overwrite, (input,))
     audio, sr = read_audio(input)
@@ -74,7 +87,8 @@ def compress(
         encoded = codec.encode(audio, sr, bandwidth=bandwidth)
     tmp = output.with_name(output.name + ".part")
     try:
-        with open(tmp, "wb") as f, err.status("Writing" + (" (entropy coding)" if lm else "") + " ..."):
+        status = err.status("Writing" + (" (entropy coding)" if lm else "") + " ...")
+        with open(tmp, "wb") as f, status, torch_threads(threads):
             write_ecdc(f, encoded, lm=model_lm)
         tmp.replace(output)
     finally:
@@ -98,12 +112,14 @@ def decompress(
         ),
     ] = None,
     lm_model: LMModelOpt = None,
+    threads: ThreadsOpt = None,
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Decompress an .ecdc file to audio; the model is the one its metadata names."""
     from ..audio import write_audio
     from ..bitstream import BitstreamError, read_ecdc, read_header
+    from ..lm import torch_threads
     from ..weights import HUB_IDS
 
     check_output(output, overwrite, (input,))
@@ -118,7 +134,8 @@ def decompress(
         if codec.name != header.model:
             raise BitstreamError(f"{input} was made by {header.model}; the model given is {codec.name}")
         model_lm = _resolve_lm(lm_model, header.model, source) if header.use_lm else None
-        with err.status("Reading" + (" (entropy decoding)" if header.use_lm else "") + " ..."):
+        status = err.status("Reading" + (" (entropy decoding)" if header.use_lm else "") + " ...")
+        with status, torch_threads(threads):
             encoded = read_ecdc(f, lm=model_lm, already_read=raw)
     with err.status("Decoding ..."):
         out = codec.decode(encoded)
