@@ -46,6 +46,8 @@ def test_health_info_openapi(client, codec24):
     assert info["codebooks"] == {"1.5": 2, "3": 4, "6": 8, "12": 16, "24": 32}
     assert info["stream_first_codes_samples"] == 7 * 320
     assert info["limits"]["max_upload_bytes"] == 400_000
+    stats = client.get("/v1/stats").json()
+    assert stats["streams"] == 0 and stats["steps"] >= 0 and stats["batching"] == info["batching"]
     paths = client.get("/openapi.json").json()["paths"]
     assert {
         "/v1/encode",

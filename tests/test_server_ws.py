@@ -192,6 +192,8 @@ def test_concurrent_streams_share_the_model(codec24):
                 msgs.append(torch.tensor(m["codes"]))
             results.append(torch.cat(msgs, dim=-1))
             ws.__exit__(None, None, None)
+        stats = client.get("/v1/stats").json()
+        assert stats["steps"] > 0 and stats["stream_steps_total"] >= stats["steps"]
     for x, codes in zip(xs, results, strict=True):
         offline = codec24.encode(x, SR, bandwidth=1.5).codes[0]
         assert codes.shape == offline.shape
@@ -295,3 +297,38 @@ def test_bad_stream_messages_are_refused(client24, path, first, then, kind):
                 ws.send_text(json.dumps(then))
         _expect_error(ws, kind, 1008)
     assert client24.get("/v1/health").json()["streams"] == 0
+
+
+def test_lagging_streams_join_their_chunks(codec24):
+    """Streams with 4 and 2 chunks waiting: pieces of 2 chunks each, so both still share a round."""
+    a, b = (_Stream("encode", codec24.stream_encoder(1.5)) for _ in range(2))
+    a.pending = [np.zeros((1, 1920), np.float32) for _ in range(4)]
+    b.pending = [np.zeros((1, 1920), np.float32) for _ in range(2)]
+    group = min(len(s.base_pieces()) for s in (a, b))
+    pieces_a, _ = a.take(group)
+    pieces_b, _ = b.take(group)
+    assert [p.shape[-1] for p in pieces_a] == [3840, 3840] and [p.shape[-1] for p in pieces_b] == [3840]
+    small = _Stream("encode", codec24.stream_encoder(1.5))
+    small.pending = [np.zeros((1, 100), np.float32) for _ in range(40)]  # tiny messages are merged
+    assert [p.shape[-1] for p in small.take()[0]] == [2000, 2000]
+
+
+def test_stream_that_falls_behind_is_closed(codec24, monkeypatch):
+    real = stream_mod.StreamEncoder.push
+
+    def slow_push(self, x):
+        time.sleep(0.3)
+        return real(self, x)
+
+    monkeypatch.setattr(stream_mod.StreamEncoder, "push", slow_push)
+    app = create_app(codec24, ServerSettings(max_backlog_s=0.5, batching=False))
+    x = make_signal(2 * SR, 1, SR).T.astype("<f4")
+    with TestClient(app) as client, client.websocket_connect("/v1/stream/encode") as ws:
+        ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
+        ws.receive_json()
+        for i in range(0, 2 * SR, 1920):
+            ws.send_bytes(x[i : i + 1920].tobytes())
+        while (m := ws.receive_json())["type"] == "codes":
+            pass
+        assert m["type"] == "error" and m["error"] == "overloaded"
+    assert app.state.hub.active == 0

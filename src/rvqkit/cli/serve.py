@@ -27,6 +27,12 @@ def serve(
     idle_timeout: Annotated[
         float, typer.Option("--idle-timeout", help="Close sockets silent this long, seconds.")
     ] = 30.0,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", help="torch CPU threads (default: torch's choice; 1 is best on a busy machine)."
+        ),
+    ] = None,
     batching: Annotated[
         bool,
         typer.Option("--batching/--no-batching", help="Batch all live streams into one model call per step."),
@@ -46,6 +52,12 @@ def serve(
         idle_timeout_s=idle_timeout,
         batching=batching,
     )
+    if threads is not None:
+        if threads < 1:
+            raise RvqkitError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     codec = load_codec(model, device)
     app_ = create_app(codec, settings)
     err.print(f"serving {codec.name} on http://{host}:{port}/ (API docs at /docs; Ctrl-C stops)")

@@ -32,7 +32,7 @@ from ..encoded import Encoded
 from ..errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
 from ..model import frames_for_length, segment_bounds
 from .limits import LimitError, ServerSettings
-from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo
+from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo, StatsResponse
 
 STATIC = Path(__file__).parent / "static"
 ERRORS = {
@@ -292,6 +292,11 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
     async def health() -> HealthResponse:
         """Liveness and the number of open streams."""
         return HealthResponse(status="ok", streams=hub.active, max_streams=settings.max_streams)
+
+    @app.get("/v1/stats", response_model=StatsResponse, tags=["service"])
+    async def stats() -> StatsResponse:
+        """What the streaming scheduler has done: steps, batched calls, step times."""
+        return StatsResponse(streams=hub.active, batching=hub.batching, **hub.stats())
 
     @app.get("/v1/info", response_model=InfoResponse, tags=["service"])
     async def info() -> InfoResponse:

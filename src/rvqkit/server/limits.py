@@ -22,7 +22,8 @@ class ServerSettings:
         idle_timeout_s: a socket that sends nothing for this long is closed, seconds.
         max_message_bytes: largest WebSocket message, bytes.
         max_stream_s: longest signal one streaming connection may carry, seconds.
-        max_backlog_s: audio a stream may have waiting for the model before it is closed as too slow, seconds.
+        max_backlog_s: audio received but not yet encoded that makes a stream be closed as ``overloaded``
+            (the server is not keeping up), seconds; keep it above one segment (1 s) for 48 kHz.
         batching: run the pending steps of all streams as one batched model call (when the streaming
             engine offers it) instead of one call per stream.
     """

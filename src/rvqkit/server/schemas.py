@@ -49,6 +49,20 @@ class HealthResponse(BaseModel):
     max_streams: int
 
 
+class StatsResponse(BaseModel):
+    """The streaming scheduler's work: steps, engine calls, step time and streams per step."""
+
+    streams: int = Field(description="open streaming sockets")
+    batching: bool
+    steps: int = Field(description="scheduler steps since start")
+    calls: int = Field(description="engine calls since start (a batched call counts once)")
+    step_seconds_total: float = Field(description="time spent in steps since start, s")
+    stream_steps_total: int = Field(description="sum over steps of the streams each served")
+    step_ms_median: float = Field(description="over the last 10000 steps, ms")
+    step_ms_p99: float = Field(description="over the last 10000 steps, ms")
+    streams_per_step_mean: float = Field(description="streams served per step, last 10000 steps")
+
+
 class EncodedJSON(BaseModel):
     """The codes of one signal as JSON (the ``.npz`` format holds the same facts)."""
 

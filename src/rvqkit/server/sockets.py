@@ -23,6 +23,8 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,24 +82,30 @@ class _Stream:
     def has_work(self) -> bool:
         return bool(self.pending) or (self.end and not self.taken_end)
 
-    def take(self) -> tuple[list[Any], bool]:
-        """Everything pending, as pieces for successive model rounds, and whether to flush after them.
-
-        Pieces are the messages as received, consecutive small ones merged up to ``MIN_PIECE_FRAMES``
-        frames: streams whose clients send equal-sized chunks (80 ms from a microphone, a codes packet
-        per encoder step) then stay in the same phase and share batched calls, even when they lag.
-        """
-        items, self.pending, self.pending_samples = self.pending, [], 0
-        flush = self.end and not self.taken_end
-        self.taken_end = self.taken_end or flush
+    def base_pieces(self) -> list[list[Any]]:
+        """The pending messages as received, consecutive small ones merged up to ``MIN_PIECE_FRAMES``."""
         pieces: list[list[Any]] = []
         size = 0
-        for item in items:
+        for item in self.pending:
             if not pieces or size >= self.min_piece:
                 pieces.append([])
                 size = 0
             pieces[-1].append(item)
             size += item.shape[-1] if self.kind == "encode" else item.num_frames
+        return pieces
+
+    def take(self, group: int = 1) -> tuple[list[Any], bool]:
+        """Everything pending, as pieces for successive model rounds, and whether to flush after them.
+
+        A piece is ``group`` base pieces joined: streams whose clients send equal-sized chunks (80 ms
+        from a microphone, a codes packet per encoder step) stay in the same phase and share batched
+        calls; when they lag, the scheduler joins several chunks per piece (fewer, longer calls).
+        """
+        base = self.base_pieces()
+        self.pending, self.pending_samples = [], 0
+        flush = self.end and not self.taken_end
+        self.taken_end = self.taken_end or flush
+        pieces = [sum(base[i : i + group], []) for i in range(0, len(base), group)]
         if self.kind == "encode":
             return [torch.from_numpy(np.concatenate(p, axis=-1))[None] for p in pieces], flush
         return [merge_packets(p) for p in pieces], flush
@@ -127,6 +135,9 @@ class StreamHub:
         self.streams: list[_Stream] = []
         self.steps = 0  # scheduler steps run (for tests and the benchmark)
         self.calls = 0  # engine calls (one batched call per round and kind, or one per stream)
+        self.step_seconds = 0.0  # total time in steps
+        self.stream_steps = 0  # sum over steps of the streams each served
+        self.step_log: deque[tuple[float, int]] = deque(maxlen=10_000)  # (seconds, streams) per step
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -156,6 +167,20 @@ class StreamHub:
         if s in self.streams:
             self.streams.remove(s)
 
+    def stats(self) -> dict[str, float | int]:
+        """Steps so far and, over the last 10 000 steps, step time (ms) and streams per step."""
+        secs = np.array([t for t, _ in self.step_log]) * 1000
+        per = np.array([n for _, n in self.step_log])
+        return {
+            "steps": self.steps,
+            "calls": self.calls,
+            "step_seconds_total": self.step_seconds,
+            "stream_steps_total": self.stream_steps,
+            "step_ms_median": float(np.median(secs)) if secs.size else 0.0,
+            "step_ms_p99": float(np.percentile(secs, 99)) if secs.size else 0.0,
+            "streams_per_step_mean": float(per.mean()) if per.size else 0.0,
+        }
+
     def wake(self) -> None:
         if self._wake is not None:
             self._wake.set()
@@ -175,9 +200,16 @@ class StreamHub:
             ready = [s for s in self.streams if s.has_work()]
             if not ready:
                 continue
-            jobs = [(s, *s.take()) for s in ready]
+            # streams that lag get their backlog in longer pieces: as long as the least-lagging one's
+            counts = [len(s.base_pieces()) for s in ready if s.pending]
+            group = min(counts) if counts else 1
+            jobs = [(s, *s.take(group)) for s in ready]
+            t = time.perf_counter()
             results = await asyncio.to_thread(self._step, jobs)
+            self.step_log.append((time.perf_counter() - t, len(jobs)))
             self.steps += 1
+            self.step_seconds += self.step_log[-1][0]
+            self.stream_steps += len(jobs)
             for (s, _, _), result in zip(jobs, results, strict=True):
                 s.outbox.put_nowait(result)
             if any(s.has_work() for s in self.streams):
@@ -382,7 +414,9 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                 state["samples"] += x.shape[-1]
                 if state["samples"] > max_samples:
                     raise LimitError(f"stream longer than {settings.max_stream_s:g} s")
-                if s.pending_samples > max_backlog:
+                # samples received whose codes have not gone out yet (the encoder's frames_out is
+                # updated by the worker thread; reading an int here is safe)
+                if state["samples"] - encoder.frames_out * codec.hop_length > max_backlog:
                     raise StreamClosed(
                         "overloaded", "the server fell too far behind this stream; closing", CLOSE_TRY_LATER
                     )

@@ -1,0 +1,292 @@
+"""Load benchmark of the codec server's streaming (a script, not a test).
+
+N concurrent WebSocket encode streams on loopback, each sending real-time-paced 80 ms chunks of its own
+test signal. For every frame: latency from the moment its last sample was sent (or, for the first
+frames, the sample that completes the encoder's start-up, 7 frames = 2240 samples at 24 kHz) to the
+moment its codes arrive back at the client. Also: frames dropped (expected − received), streams refused
+or closed, and whether each stream's codes equal offline ``codec.encode`` of the same signal (24 kHz:
+identical except near-tie frames, ≤ max(1, frames // 100), as tests/test_stream.py counts).
+
+The server runs in its own process (uvicorn), once with cross-stream batching and once without; N
+grows until p99 latency passes the limit or a stream falls behind. A stream is "real time" at N when
+no frame is dropped, no stream errs, and the p99 latency over all frames of all streams is < 100 ms.
+
+    python benchmarks/server_load.py --random-model                  # random weights (same compute)
+    python benchmarks/server_load.py --model facebook/encodec_24khz  # real weights if cached
+    python benchmarks/server_load.py --random-model --streams 1 8 16 32 --seconds 6 --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# -- the model ---------------------------------------------------------------------------------------------
+def random_codec(seed: int = 0):
+    """A 24 kHz codec with deterministic random weights (the same in every process) and codebooks filled
+    from its own embeddings, so that codes vary as with trained weights. Compute cost equals the real model's."""
+    from rvqkit import ENCODEC_24KHZ, Codec
+    from rvqkit.model import EncodecModel
+
+    torch.manual_seed(seed)
+    model = EncodecModel(ENCODEC_24KHZ).eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(test_signal(4 * 24000, seed + 1))[None]
+        residual = model.encoder(x)[0].t()  # [frames, D]
+        gen = torch.Generator().manual_seed(seed)
+        for k in range(model.quantizer.codebooks.shape[0]):
+            pick = torch.randint(0, residual.shape[0], (model.quantizer.codebooks.shape[1],), generator=gen)
+            book = residual[pick] + 0.1 * residual.std() * torch.randn(residual[pick].shape, generator=gen)
+            model.quantizer.codebooks[k] = book
+            residual = residual - book[torch.cdist(residual, book).argmin(dim=1)]
+    return Codec(model, "cpu", weights_sha256=f"random-seed-{seed}")
+
+
+def load_codec(args):
+    if args.random_model:
+        return random_codec()
+    from rvqkit import Codec
+
+    return Codec.from_pretrained(args.model)
+
+
+def test_signal(n: int, seed: int) -> np.ndarray:
+    """Tones, a chirp and noise, ``[1, n]`` float32 at 24 kHz, peak about 0.5."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 24000
+    f0 = 110 * (1 + rng.random())
+    x = 0.25 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(2 * np.pi * (200 + 100 * t) * t)
+    x += 0.05 * rng.standard_normal(n)
+    return x[None].astype(np.float32)
+
+
+# -- the server process ------------------------------------------------------------------------------------
+def serve(args) -> None:
+    import uvicorn
+
+    from rvqkit.server import ServerSettings, create_app
+
+    torch.set_num_threads(args.threads)
+    settings = ServerSettings(
+        max_streams=1024, idle_timeout_s=60, batching=args.batching, max_backlog_s=args.max_backlog
+    )
+    uvicorn.run(create_app(load_codec(args), settings), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+def start_server(args, batching: bool) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--threads", str(args.threads)]
+    cmd += ["--random-model"] if args.random_model else ["--model", args.model]
+    cmd += ["--batching"] if batching else []
+    cmd += ["--max-backlog", str(args.max_backlog)]
+    proc = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/info", timeout=2) as r:
+                info = json.load(r)
+            assert info["batching"] == batching, f"server batching is {info['batching']}, wanted {batching}"
+            return proc, port
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
+def server_stats(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats", timeout=10) as r:
+        return json.load(r)
+
+
+# -- the clients -------------------------------------------------------------------------------------------
+@dataclass
+class StreamResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, one per frame
+    codes: list[np.ndarray] = field(default_factory=list)
+    error: str | None = None
+    frames: int = 0
+    late_sends: int = 0  # chunks the client itself sent > 20 ms late (client overload)
+
+
+async def one_stream(port: int, x: np.ndarray, args, delay: float) -> StreamResult:
+    import websockets
+
+    res = StreamResult()
+    chunk = int(0.08 * 24000)
+    hop, startup = 320, 7 * 320
+    sent_at: list[tuple[int, float]] = []  # (samples sent so far, time) after each chunk
+
+    def available(frame: int) -> float:
+        need = max((frame + 1) * hop, startup)
+        for n, t in sent_at:
+            if n >= need:
+                return t
+        return sent_at[-1][1]  # frames completed by flush: the end message
+
+    await asyncio.sleep(delay)
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/v1/stream/encode", max_size=2**24) as ws:
+            start = {"sample_rate": 24000, "channels": 1, "format": "f32le", "bandwidth": args.bandwidth}
+            await ws.send(json.dumps(start))
+            ready = json.loads(await ws.recv())
+            if ready.get("type") != "ready":
+                res.error = ready.get("error", "no ready")
+                return res
+
+            async def receive() -> None:
+                while True:
+                    msg = json.loads(await ws.recv())
+                    now = time.perf_counter()
+                    if msg["type"] == "codes":
+                        c = np.asarray(msg["codes"], dtype=np.int64)
+                        res.codes.append(c)
+                        for f in range(msg["start"], msg["start"] + c.shape[-1]):
+                            res.latencies.append(now - available(f))
+                        res.frames += c.shape[-1]
+                    elif msg["type"] == "done":
+                        return
+                    else:
+                        res.error = f"{msg.get('error')}: {msg.get('message')}"
+                        return
+
+            receiver = asyncio.ensure_future(receive())
+            t0 = time.perf_counter()
+            for i, pos in enumerate(range(0, x.shape[-1], chunk)):
+                target = t0 + i * 0.08
+                now = time.perf_counter()
+                if now < target:
+                    await asyncio.sleep(target - now)
+                elif now - target > 0.02:
+                    res.late_sends += 1
+                piece = x[0, pos : pos + chunk]
+                await ws.send(piece.astype("<f4").tobytes())
+                sent_at.append((pos + piece.shape[-1], time.perf_counter()))
+            await ws.send(json.dumps({"type": "end"}))
+            sent_at.append((x.shape[-1] + hop, time.perf_counter()))
+            await asyncio.wait_for(receiver, timeout=120)
+    except Exception as e:  # refused, closed, timed out: counted, not fatal
+        res.error = res.error or f"{type(e).__name__}: {e}"
+    return res
+
+
+async def run_level(port: int, n: int, signals: list[np.ndarray], args) -> list[StreamResult]:
+    rng = np.random.default_rng(n)
+    delays = rng.uniform(0, 0.08, n)  # streams start at random points of the 80 ms cycle
+    return await asyncio.gather(*(one_stream(port, signals[i], args, delays[i]) for i in range(n)))
+
+
+def evaluate(results: list[StreamResult], signals, offline) -> dict:
+    lat = np.concatenate([np.asarray(r.latencies) for r in results if r.latencies] or [np.zeros(0)])
+    expected = sum(o.shape[-1] for o in offline[: len(results)])
+    received = sum(r.frames for r in results)
+    equal = within = 0
+    for r, o in zip(results, offline, strict=False):
+        if r.error or not r.codes:
+            continue
+        c = np.concatenate(r.codes, axis=-1)
+        if c.shape != o.shape:
+            continue
+        bad = int((c != o).any(axis=0).sum())
+        equal += bad == 0
+        within += bad <= max(1, o.shape[-1] // 100)
+    return {
+        "median_ms": float(np.median(lat) * 1000) if lat.size else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
+        "dropped": expected - received,
+        "errors": sum(r.error is not None for r in results),
+        "identical": equal,
+        "within_bound": within,
+        "late_sends": sum(r.late_sends for r in results),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="facebook/encodec_24khz")
+    p.add_argument("--random-model", action="store_true", help="deterministic random weights (no download)")
+    p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8, 12, 16, 24, 32, 48, 64])
+    p.add_argument("--seconds", type=float, default=6.0, help="audio per stream")
+    p.add_argument("--bandwidth", type=float, default=6.0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    p.add_argument(
+        "--max-backlog", type=float, default=2.0, help="the server closes a stream this far behind, s"
+    )
+    p.add_argument("--limit-ms", type=float, default=100.0, help="p99 latency limit")
+    p.add_argument("--modes", nargs="+", default=["batched", "unbatched"], choices=["batched", "unbatched"])
+    p.add_argument("--keep-going", action="store_true", help="measure every N even after one fails")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--batching", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        return serve(args)
+
+    torch.set_num_threads(1)  # the client process: offline reference encodes only, after the runs
+    n_max = max(args.streams)
+    n_samples = int(args.seconds * 24000)
+    signals = [test_signal(n_samples, seed=100 + i) for i in range(n_max)]
+    codec = load_codec(args)
+    offline = [codec.encode(s, 24000, bandwidth=args.bandwidth).codes[0].numpy() for s in signals]
+    rows = []
+    for mode in args.modes:
+        proc, port = start_server(args, batching=mode == "batched")
+        try:
+            for n in sorted(args.streams):
+                before = server_stats(port)
+                results = asyncio.run(run_level(port, n, signals, args))
+                after = server_stats(port)
+                row = {"mode": mode, "streams": n, **evaluate(results, signals, offline)}
+                steps = max(1, after["steps"] - before["steps"])
+                row["step_ms_mean"] = (
+                    1000 * (after["step_seconds_total"] - before["step_seconds_total"]) / steps
+                )
+                row["streams_per_step"] = (after["stream_steps_total"] - before["stream_steps_total"]) / steps
+                row["real_time"] = (
+                    row["p99_ms"] < args.limit_ms and row["dropped"] == 0 and row["errors"] == 0
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if not row["real_time"] and not args.keep_going:
+                    break
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    best = {
+        m: max([r["streams"] for r in rows if r["mode"] == m and r["real_time"]], default=0)
+        for m in args.modes
+    }
+    print(json.dumps({"largest_real_time_N": best}))
+    if args.markdown:
+        print(
+            "\n| mode | N | median ms | p99 ms | dropped | errors | codes identical / within bound "
+            "| server step ms (mean) | streams per step | late sends | real time |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['mode']} | {r['streams']} | {r['median_ms']:.0f} | {r['p99_ms']:.0f} | {r['dropped']} | "
+                f"{r['errors']} | {r['identical']} / {r['within_bound']} of {r['streams']} | {r['step_ms_mean']:.1f} | "
+                f"{r['streams_per_step']:.2f} | {r['late_sends']} | "
+                f"{'yes' if r['real_time'] else 'no'} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
