@@ -265,3 +265,20 @@ def test_json_error_for_internal_fault(codec24, monkeypatch):
         r = _encode(c, wav_bytes(make_signal(4000, 1, SR), SR), bandwidth=1.5)
     assert r.status_code == 500 and r.json()["error"] == "internal"
     assert json.loads(r.text)["message"].startswith("internal server error")
+
+
+def test_48k_encode_decode_json(meta_48k):
+    codec = Codec.from_pretrained(meta_48k[1])
+    x = make_signal(48000 + 700, 2, 48000, seed=4)
+    with TestClient(create_app(codec)) as c:
+        body = _encode(c, wav_bytes(x, 48000), bandwidth=3.0).json()
+        ref = codec.encode(x, 48000, bandwidth=3.0)
+        assert torch.equal(torch.tensor(body["codes"]), ref.codes[0])
+        assert body["scales"] == ref.scales[0].tolist() and len(body["scales"]) == 2
+        r = c.post("/v1/decode/json", json=body)
+        audio, sr = read_wav(r.content)
+        assert sr == 48000 and audio.shape == (2, x.shape[-1])
+        assert np.abs(audio - np.clip(codec.decode(ref)[0].numpy(), -1, 1)).max() <= 1.5 / 32768
+        body["scales"] = body["scales"][:1]
+        bad = c.post("/v1/decode/json", json=body)
+        assert bad.status_code == 400 and "scale per segment" in bad.json()["message"]

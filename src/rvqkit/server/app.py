@@ -147,11 +147,11 @@ def wav_bytes(audio: torch.Tensor, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def encoded_to_json(enc: Encoded) -> EncodedJSON:
+def encoded_to_json(enc: Encoded, codec: Codec) -> EncodedJSON:
     n = int(enc.frame_lengths[0])
     scales = None
     if enc.scales is not None:
-        segs = len(segment_bounds_for(enc))
+        segs = len(segment_bounds(codec.config, int(enc.lengths[0])))
         scales = [float(s) for s in enc.scales[0, :segs]]
     return EncodedJSON(
         model=enc.model,
@@ -165,12 +165,6 @@ def encoded_to_json(enc: Encoded) -> EncodedJSON:
         codes=enc.codes[0, :, :n].tolist(),
         scales=scales,
     )
-
-
-def segment_bounds_for(enc: Encoded) -> list[tuple[int, int]]:
-    from ..config import PRESETS
-
-    return segment_bounds(PRESETS[enc.model], int(enc.lengths[0]))
 
 
 def encoded_from_json(body: EncodedJSON, codec: Codec, settings: ServerSettings) -> Encoded:
@@ -361,7 +355,7 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
                 media_type="application/octet-stream",
                 headers={"Content-Disposition": 'attachment; filename="codes.npz"'},
             )
-        return JSONResponse(encoded_to_json(enc).model_dump())
+        return JSONResponse(encoded_to_json(enc, codec).model_dump())
 
     @app.post("/v1/decode", tags=["codec"], response_class=Response, responses={**ERRORS, **WAV})
     async def decode(file: Annotated[UploadFile, File(description="A .npz codes file.")], n_q: NQ = None):
