@@ -188,8 +188,16 @@ class EcdcWriter:
     ) -> None:
         self.fo = fileobj
         live = audio_length is None
-        if not live and (type(audio_length) is not int or audio_length <= 0):
-            raise BitstreamError(f"audio length must be a positive number of samples, got {audio_length!r}")
+        if not live:
+            if (
+                isinstance(audio_length, bool)
+                or not isinstance(audio_length, (int, np.integer))
+                or audio_length <= 0
+            ):
+                raise BitstreamError(
+                    f"audio length must be a positive number of samples, got {audio_length!r}"
+                )
+            audio_length = int(audio_length)
         self.header = EcdcHeader.parse_meta(
             json.dumps(
                 {"m": model, "al": 0 if live else audio_length, "nc": n_q, "lm": lm is not None}
