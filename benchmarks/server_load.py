@@ -210,10 +210,42 @@ def evaluate(results: list[StreamResult], signals, offline) -> dict:
         "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
         "dropped": expected - received,
         "errors": sum(r.error is not None for r in results),
+        "error_kinds": sorted({r.error.split(":")[0] for r in results if r.error}),
         "identical": equal,
         "within_bound": within,
         "late_sends": sum(r.late_sends for r in results),
     }
+
+
+def engine_only(args) -> None:
+    """No server: time one 80 ms step of B encoders, batched (``push_many``) and one by one."""
+    import rvqkit.stream as stream_mod
+
+    torch.set_num_threads(args.threads)
+    codec = load_codec(args)
+    chunk, steps = 1920, 10
+    print("| streams | batched ms per 80 ms step | one by one ms | batched real-time factor |")
+    print("|---|---|---|---|")
+    for b in sorted(args.streams):
+        xs = [test_signal(chunk * (steps + 3), 200 + i) for i in range(b)]
+        times = {}
+        for mode in ("batched", "single"):
+            encs = [codec.stream_encoder(args.bandwidth) for _ in range(b)]
+            for e, x in zip(encs, xs, strict=True):
+                e.push(x[:, : 3 * chunk])  # past the start-up
+            t = time.perf_counter()
+            for k in range(3, steps + 3):
+                pieces = [x[:, k * chunk : (k + 1) * chunk] for x in xs]
+                if mode == "batched":
+                    stream_mod.push_many(encs, pieces)
+                else:
+                    for e, p in zip(encs, pieces, strict=True):
+                        e.push(p)
+            times[mode] = (time.perf_counter() - t) / steps * 1000
+        print(
+            f"| {b} | {times['batched']:.1f} | {times['single']:.1f} | {80 / times['batched']:.2f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -231,12 +263,15 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["batched", "unbatched"], choices=["batched", "unbatched"])
     p.add_argument("--keep-going", action="store_true", help="measure every N even after one fails")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--engine-only", action="store_true", help="time push_many vs push, no server")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--batching", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         return serve(args)
+    if args.engine_only:
+        return engine_only(args)
 
     torch.set_num_threads(1)  # the client process: offline reference encodes only, after the runs
     n_max = max(args.streams)
@@ -284,7 +319,7 @@ def main() -> None:
                 f"| {r['mode']} | {r['streams']} | {r['median_ms']:.0f} | {r['p99_ms']:.0f} | {r['dropped']} | "
                 f"{r['errors']} | {r['identical']} / {r['within_bound']} of {r['streams']} | {r['step_ms_mean']:.1f} | "
                 f"{r['streams_per_step']:.2f} | {r['late_sends']} | "
-                f"{'yes' if r['real_time'] else 'no'} |"
+                f"{'yes' if r['real_time'] else 'no'} {' '.join(r['error_kinds'])} |"
             )
 
 

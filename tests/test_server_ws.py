@@ -332,3 +332,20 @@ def test_stream_that_falls_behind_is_closed(codec24, monkeypatch):
             pass
         assert m["type"] == "error" and m["error"] == "overloaded"
     assert app.state.hub.active == 0
+
+
+def test_fault_in_a_step_ends_its_streams_only(codec24, monkeypatch):
+    app = create_app(codec24)
+    hub = app.state.hub
+    real = hub._step
+    monkeypatch.setattr(hub, "_step", lambda jobs: 1 / 0)
+    x = make_signal(SR // 2, 1, SR)
+    with TestClient(app) as client:
+        with client.websocket_connect("/v1/stream/encode") as ws:
+            ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
+            ws.receive_json()
+            ws.send_bytes(x.T.astype("<f4").tobytes())
+            _expect_error(ws, "internal", 1011)
+        monkeypatch.setattr(hub, "_step", real)
+        codes, _, _ = stream_encode(client, x, SR, 6.0, random_sizes(0, 5000))  # the server still works
+        assert codes.shape[-1] == codec24.encode(x, SR).codes.shape[-1]

@@ -205,7 +205,10 @@ class StreamHub:
             group = min(counts) if counts else 1
             jobs = [(s, *s.take(group)) for s in ready]
             t = time.perf_counter()
-            results = await asyncio.to_thread(self._step, jobs)
+            try:
+                results = await asyncio.to_thread(self._step, jobs)
+            except Exception as e:  # a fault in the step itself: end its streams, keep serving others
+                results = [[e] for _ in jobs]
             self.step_log.append((time.perf_counter() - t, len(jobs)))
             self.steps += 1
             self.step_seconds += self.step_log[-1][0]
