@@ -34,6 +34,7 @@ from .tokenize import TokenSpec, token_columns
 DEFAULT_SHARD_SIZE = 1000
 DEFAULT_WINDOW = 256
 DEFAULT_MIN_DURATION = 0.05  # seconds
+WINDOW_BATCHES = 8  # a window holds at most this many batches' worth of audio
 
 
 @dataclass
@@ -154,17 +155,23 @@ def run_local(
     workers: int,
     window: int,
 ) -> None:
-    """The local engine: windows of ``window`` items, sorted by length inside a window, batched."""
+    """The local engine: windows of ``window`` items (or of ``WINDOW_BATCHES`` batches' worth of audio,
+    whichever is less), sorted by length inside a window and batched. The workers load up to one more
+    window meanwhile, so at most about two windows of audio are in memory."""
     buffer: list[Loaded] = []
+    buffered = 0  # samples at the model rate
 
     def flush() -> None:
+        nonlocal buffered
         for results in iter_encode(codec, buffer, bandwidth, max_samples):
             collector.add(results)
         buffer.clear()
+        buffered = 0
 
-    for loaded in iter_loaded(source, items, spec, workers, prefetch=2 * window):
+    for loaded in iter_loaded(source, items, spec, workers, prefetch=window):
         buffer.append(loaded)
-        if len(buffer) >= window:
+        buffered += 0 if loaded.audio is None else loaded.audio.shape[-1]
+        if len(buffer) >= window or buffered >= WINDOW_BATCHES * max_samples:
             flush()
     flush()
 
