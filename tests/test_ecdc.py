@@ -539,3 +539,15 @@ def test_entropy_lm_state_is_explicit():
     for t in range(6):
         _, s = lm.step(torch.tensor([t, t]), s, 2)
     assert s.past[0].shape[1] == 3  # the window keeps past_context steps
+
+
+def test_torch_threads_sets_and_restores(codecs, valid):
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+        audio, _ = decompress(valid, codecs["24"], threads=1)  # LM-free file: threads not touched
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"), torch_threads(0):
+        pass
+    assert audio.shape == (1, 9000)

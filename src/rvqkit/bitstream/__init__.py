@@ -17,7 +17,7 @@ import torch
 
 from ..codec import DEFAULT_BANDWIDTH, AudioInput, Codec
 from ..errors import WeightsError
-from ..lm import EntropyLM, find_lm, load_lm
+from ..lm import EntropyLM, find_lm, load_lm, torch_threads
 from .ecdc import (
     MAGIC,
     BitstreamError,
@@ -81,14 +81,17 @@ def compress_to_file(
     bandwidth: float = DEFAULT_BANDWIDTH,
     use_lm: bool = False,
     lm: LMSource = None,
+    threads: int | None = None,
 ) -> None:
     """Encode one signal (``[samples]`` or ``[channels, samples]``, Hz ``sample_rate``) at ``bandwidth``
-    kbps and write it as ``.ecdc``; ``use_lm`` entropy-codes it (about 20-30 % smaller with Meta's LM)."""
+    kbps and write it as ``.ecdc``; ``use_lm`` entropy-codes it (about 20-30 % smaller with Meta's LM).
+    ``threads``: torch threads while LM-coding (the bytes depend on it; see ``rvqkit.lm.torch_threads``)."""
     model_lm = resolve_lm(lm, codec.name) if use_lm else None
     if isinstance(audio, (np.ndarray, torch.Tensor)) and audio.ndim == 3 and audio.shape[0] != 1:
         raise BitstreamError(f".ecdc holds one signal; got a batch of {audio.shape[0]}")
     encoded = codec.encode(audio, sample_rate, bandwidth=bandwidth)
-    write_ecdc(fileobj, encoded, lm=model_lm)
+    with torch_threads(threads if use_lm else None):
+        write_ecdc(fileobj, encoded, lm=model_lm)
 
 
 def compress(
@@ -98,19 +101,24 @@ def compress(
     bandwidth: float = DEFAULT_BANDWIDTH,
     use_lm: bool = False,
     lm: LMSource = None,
+    threads: int | None = None,
 ) -> bytes:
     """Like :func:`compress_to_file`, returning the ``.ecdc`` bytes."""
     buf = io.BytesIO()
-    compress_to_file(buf, codec, audio, sample_rate, bandwidth, use_lm, lm)
+    compress_to_file(buf, codec, audio, sample_rate, bandwidth, use_lm, lm, threads)
     return buf.getvalue()
 
 
 def decompress(
-    data: bytes | IO[bytes] | str | os.PathLike[str], codec: Codec, lm: LMSource = None
+    data: bytes | IO[bytes] | str | os.PathLike[str],
+    codec: Codec,
+    lm: LMSource = None,
+    threads: int | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Audio ``[channels, samples]`` (float32, model rate) and the rate in Hz from ``.ecdc`` bytes, a
     binary file object or a path. The file must have been made by ``codec``'s model; entropy-coded
-    files need the LM (``lm``: an :class:`~rvqkit.lm.EntropyLM` or checkpoint path; else searched)."""
+    files need the LM (``lm``: an :class:`~rvqkit.lm.EntropyLM` or checkpoint path; else searched),
+    run on ``threads`` torch threads if given (as many as when the file was written)."""
     if isinstance(data, (bytes, bytearray)):
         fo: IO[bytes] = io.BytesIO(data)
     elif isinstance(data, (str, os.PathLike)):
@@ -127,7 +135,8 @@ def decompress(
                 f"this .ecdc file was made by {header.model}; the model given is {codec.name}"
             )
         model_lm = resolve_lm(lm, header.model) if header.use_lm else None
-        encoded = read_ecdc(fo, lm=model_lm, already_read=raw)
+        with torch_threads(threads if header.use_lm else None):
+            encoded = read_ecdc(fo, lm=model_lm, already_read=raw)
     finally:
         if isinstance(data, (str, os.PathLike)):
             fo.close()
