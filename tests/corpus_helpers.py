@@ -17,13 +17,13 @@ RATES = (16000, 24000, 44100, 22050)
 def write_clips(
     folder: Path, count: int, seed: int = 0, min_s: float = 0.2, step_s: float = 0.05
 ) -> list[Path]:
-    """``count`` clips of ``min_s + step_s * i`` seconds, mono and stereo, WAV/FLAC/OGG, some in a sub-folder.
+    """``count`` clips of ``min_s + step_s * i`` seconds, mono and stereo, WAV/FLAC/OGG/MP3, in two sub-folders.
     Clips 0 and 1 have the same length and rate (they share one model call)."""
     paths = []
     for i in range(count):
         sr = RATES[i % len(RATES)] if i > 1 else 24000
         seconds = min_s + step_s * max(i - 1, 0)
-        fmt = (".wav", ".flac", ".ogg")[i % 3] if i > 1 else ".wav"
+        fmt = (".wav", ".flac", ".ogg", ".mp3")[i % 4] if i > 1 else ".wav"
         sub = folder / ("speaker_b" if i % 2 else "speaker_a")
         sub.mkdir(parents=True, exist_ok=True)
         path = sub / f"clip{i:02d}{fmt}"

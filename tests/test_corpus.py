@@ -286,6 +286,12 @@ def test_rerun_is_idempotent_and_refuses_other_settings(corpus, codec24, tmp_pat
         encode_corpus(root / "speaker_a", out, codec24, 3.0, workers=0, shard_size=2, progress=False)
     s = encode_corpus(root / "speaker_a", out, codec24, 3.0, workers=0, progress=False, overwrite=True)
     assert s.manifest["n_q"] == 4 and len(list((out / "data").glob("*.parquet"))) == 1
+    sf.write(root / "speaker_a" / "new.wav", make_signal(8000, 1, 16000).T, 16000)
+    try:  # the source changed: resuming would mix two corpora
+        with pytest.raises(CorpusError, match="num_items, source differ"):
+            encode_corpus(root / "speaker_a", out, codec24, 3.0, workers=0, progress=False)
+    finally:
+        (root / "speaker_a" / "new.wav").unlink()
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -354,7 +360,9 @@ def test_cli_decode_by_id(encoded, codec24, tmp_path, hf_24k):
     audio, sr = sf.read(wav, dtype="float32")
     row = table.slice(1, 1).to_pylist()[0]
     assert sr == 24000 and audio.shape == (row["model_samples"],)
-    ref = decode_corpus(out, tmp_path / "api", codec24, ids=[rid])
+    # a single shard (the one holding the row) finds the manifest two levels up
+    [shard] = [f for f in (out / "data").glob("*.parquet") if rid in pq.read_table(f)["id"].to_pylist()]
+    ref = decode_corpus(shard, tmp_path / "api", codec24, ids=[rid])
     assert ref == [tmp_path / "api" / f"{rid}.wav"]
     # another process, another torch thread count: equal up to float rounding and the 16-bit WAV step
     assert np.abs(audio - sf.read(ref[0], dtype="float32")[0]).max() <= 2 / 32768
