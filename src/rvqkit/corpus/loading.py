@@ -70,7 +70,9 @@ def load_item(index: int, payload: str | bytes, spec: LoadSpec) -> Loaded:
         out.reason = "too_long"
         out.message = f"{out.duration:.2f} s is over --max-duration {spec.max_duration:g} s"
     else:
-        # the same conversion as Codec.prepare, so the codes equal codec.encode(original, sr)
-        y = audio_io.convert_channels(x, spec.channels)
-        out.audio = audio_io.resample(y, sr, spec.sample_rate)
+        try:  # the same conversion as Codec.prepare, so the codes equal codec.encode(original, sr)
+            y = audio_io.convert_channels(x, spec.channels)
+            out.audio = audio_io.resample(y, sr, spec.sample_rate)
+        except Exception as e:  # AudioError for odd rates, MemoryError for huge files ...
+            out.reason, out.message = "unreadable", f"cannot convert audio ({type(e).__name__}: {e})"
     return out

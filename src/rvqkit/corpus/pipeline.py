@@ -239,11 +239,15 @@ def encode_corpus(
         raise CorpusError(f"--window must be at least 1, got {window}")
     if max_duration is not None and max_duration <= 0:
         raise CorpusError(f"--max-duration must be positive, got {max_duration}")
+    if threads is not None and threads < 1:
+        raise CorpusError(f"--threads must be at least 1, got {threads}")
     if engine not in ("local", "ray"):
         raise CorpusError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
     if model_source is None:
         model_source = codec.name if isinstance(model, Codec) else str(model)
+    if Path(model_source).expanduser().exists():  # a path that still works from another folder
+        model_source = str(Path(model_source).expanduser().resolve())
     n_q = codec.n_q_for(bandwidth)
     token_specs = token_columns(tokens, n_q, codec.codebook_size, token_offset, token_begin, token_end)
     if not codes and not token_specs:
