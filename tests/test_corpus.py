@@ -21,7 +21,7 @@ import torch
 from conftest import make_signal
 from corpus_helpers import read_output, write_bad_items, write_clips
 
-from rvqkit import Codec
+from rvqkit import AudioError, Codec
 from rvqkit.corpus import CorpusError, decode_corpus, encode_corpus, encode_dataset, open_source
 from rvqkit.corpus.encoding import plan_batches
 
@@ -228,6 +228,11 @@ def test_datasets_sources_and_map_api(corpus, codec24, tmp_path):
         assert np.array_equal(np.asarray(codes[i]["codes"]), enc.codes[0].numpy())
         assert codes[i]["codes"] == outs[0]["codes"][i].as_py()
         assert codes[i]["num_frames"] == int(enc.frame_lengths[0])
+    import datasets
+
+    broken = datasets.Dataset.from_dict({"audio": [{"bytes": b"not audio", "path": "x.wav"}]})
+    with pytest.raises(AudioError, match="row 0: unreadable"):
+        encode_dataset(broken.cast_column("audio", datasets.Audio()), codec24, 6.0)
 
 
 def random_48k_codec() -> Codec:
