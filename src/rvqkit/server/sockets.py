@@ -74,7 +74,6 @@ class _Stream:
     kind: str  # "encode" or "decode"
     engine: StreamEncoder | StreamDecoder
     pending: list[Any] = field(default_factory=list)
-    pending_samples: int = 0
     end: bool = False
     taken_end: bool = False
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -102,7 +101,7 @@ class _Stream:
         calls; when they lag, the scheduler joins several chunks per piece (fewer, longer calls).
         """
         base = self.base_pieces()
-        self.pending, self.pending_samples = [], 0
+        self.pending = []
         flush = self.end and not self.taken_end
         self.taken_end = self.taken_end or flush
         pieces = [sum(base[i : i + group], []) for i in range(0, len(base), group)]
@@ -413,7 +412,6 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                 if x.shape[-1] == 0:
                     return
                 s.pending.append(x)
-                s.pending_samples += x.shape[-1]
                 state["samples"] += x.shape[-1]
                 if state["samples"] > max_samples:
                     raise LimitError(f"stream longer than {settings.max_stream_s:g} s")
