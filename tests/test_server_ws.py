@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 import rvqkit.stream as stream_mod
 from rvqkit import Codec
 from rvqkit.server import ServerSettings, create_app
-from rvqkit.server.sockets import _Stream
+from rvqkit.server.sockets import _Stream, round_sizes
 
 SR = 24000
 
@@ -300,14 +300,15 @@ def test_bad_stream_messages_are_refused(client24, path, first, then, kind):
 
 
 def test_lagging_streams_join_their_chunks(codec24):
-    """Streams with 4 and 2 chunks waiting: pieces of 2 chunks each, so both still share a round."""
-    a, b = (_Stream("encode", codec24.stream_encoder(1.5)) for _ in range(2))
-    a.pending = [np.zeros((1, 1920), np.float32) for _ in range(4)]
-    b.pending = [np.zeros((1, 1920), np.float32) for _ in range(2)]
-    group = min(len(s.base_pieces()) for s in (a, b))
-    pieces_a, _ = a.take(group)
-    pieces_b, _ = b.take(group)
-    assert [p.shape[-1] for p in pieces_a] == [3840, 3840] and [p.shape[-1] for p in pieces_b] == [3840]
+    """Streams with 1, 4 and 2 chunks waiting: round 0 takes 1 chunk from each, round 1 one more from
+    the two that lag, round 2 the last two of the one that lags most, as one piece."""
+    assert round_sizes([1, 4, 2]) == [[1], [1, 1, 2], [1, 1]]
+    assert round_sizes([0, 3]) == [[], [3]]
+    streams = [_Stream("encode", codec24.stream_encoder(1.5)) for _ in range(3)]
+    for s, k in zip(streams, (1, 4, 2), strict=True):
+        s.pending = [np.zeros((1, 1920), np.float32) for _ in range(k)]
+    taken = [s.take(n)[0] for s, n in zip(streams, round_sizes([1, 4, 2]), strict=True)]
+    assert [[p.shape[-1] for p in t] for t in taken] == [[1920], [1920, 1920, 3840], [1920, 1920]]
     small = _Stream("encode", codec24.stream_encoder(1.5))
     small.pending = [np.zeros((1, 100), np.float32) for _ in range(40)]  # tiny messages are merged
     assert [p.shape[-1] for p in small.take()[0]] == [2000, 2000]

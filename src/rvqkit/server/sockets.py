@@ -93,18 +93,23 @@ class _Stream:
             size += item.shape[-1] if self.kind == "encode" else item.num_frames
         return pieces
 
-    def take(self, group: int = 1) -> tuple[list[Any], bool]:
+    def take(self, sizes: list[int] | None = None) -> tuple[list[Any], bool]:
         """Everything pending, as pieces for successive model rounds, and whether to flush after them.
 
-        A piece is ``group`` base pieces joined: streams whose clients send equal-sized chunks (80 ms
-        from a microphone, a codes packet per encoder step) stay in the same phase and share batched
-        calls; when they lag, the scheduler joins several chunks per piece (fewer, longer calls).
+        Piece r joins ``sizes[r]`` consecutive base pieces (default: one each); the sizes must add up to
+        the number of base pieces. See :func:`round_sizes` for how the scheduler chooses them.
         """
         base = self.base_pieces()
+        sizes = sizes if sizes is not None else [1] * len(base)
+        if sum(sizes) != len(base):
+            raise ValueError(f"piece sizes {sizes} do not cover {len(base)} pending pieces")
         self.pending = []
         flush = self.end and not self.taken_end
         self.taken_end = self.taken_end or flush
-        pieces = [sum(base[i : i + group], []) for i in range(0, len(base), group)]
+        pieces, i = [], 0
+        for n in sizes:
+            pieces.append(sum(base[i : i + n], []))
+            i += n
         if self.kind == "encode":
             return [torch.from_numpy(np.concatenate(p, axis=-1))[None] for p in pieces], flush
         return [merge_packets(p) for p in pieces], flush
@@ -113,6 +118,27 @@ class _Stream:
     def min_piece(self) -> int:
         hop = self.engine.codec.hop_length
         return MIN_PIECE_FRAMES * hop if self.kind == "encode" else MIN_PIECE_FRAMES
+
+
+def round_sizes(counts: list[int]) -> list[list[int]]:
+    """How many pending chunks each stream puts in each round, given how many each has waiting.
+
+    Water-filling: round j takes ``level_j - level_(j-1)`` chunks from every stream with at least
+    ``level_j`` waiting, where the levels are the distinct counts. Streams sending equal chunks then get
+    equal-length pieces in every round, so each round is one batched call for all streams in it, and a
+    lagging stream catches up in one long piece instead of many short calls. ``[1, 5]`` → ``[[1], [1, 4]]``.
+    """
+    levels = sorted(set(c for c in counts if c > 0))
+    out = []
+    for c in counts:
+        sizes, prev = [], 0
+        for v in levels:
+            if v > c:
+                break
+            sizes.append(v - prev)
+            prev = v
+        out.append(sizes)
+    return out
 
 
 def merge_packets(packets: list[CodePacket]) -> CodePacket:
@@ -199,10 +225,8 @@ class StreamHub:
             ready = [s for s in self.streams if s.has_work()]
             if not ready:
                 continue
-            # streams that lag get their backlog in longer pieces: as long as the least-lagging one's
-            counts = [len(s.base_pieces()) for s in ready if s.pending]
-            group = min(counts) if counts else 1
-            jobs = [(s, *s.take(group)) for s in ready]
+            sizes = round_sizes([len(s.base_pieces()) for s in ready])
+            jobs = [(s, *s.take(n)) for s, n in zip(ready, sizes, strict=True)]
             t = time.perf_counter()
             try:
                 results = await asyncio.to_thread(self._step, jobs)
