@@ -33,11 +33,16 @@ class ResidualVectorQuantizer(nn.Module):
     def quantize_layer(self, k: int, residual: torch.Tensor) -> torch.Tensor:
         """Nearest entry of codebook ``k`` for each frame of ``residual`` ``[B, D, T]`` → ``[B, T]``."""
         b, d, t = residual.shape
-        x = residual.permute(0, 2, 1).reshape(-1, d)
+        return self._nearest(k, residual.permute(0, 2, 1).reshape(-1, d)).view(b, t)
+
+    def _nearest(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Nearest entry of codebook ``k`` for each row of ``x`` ``[N, D]`` (contiguous) → ``[N]``."""
         embed = self.codebooks[k].t()
-        # Same expression as the references, so that near ties break the same way.
-        dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ embed + embed.pow(2).sum(0, keepdim=True))
-        return dist.max(dim=-1).indices.view(b, t)
+        # The references' expression -(|x|² - 2 x·e + |e|²) and its max, evaluated in place with the same
+        # roundings (a - 2m == a + (-2m) exactly) and argmin of the negation (first index on ties, as max).
+        dist = x @ embed
+        dist.mul_(-2).add_(x.pow(2).sum(1, keepdim=True)).add_(embed.pow(2).sum(0, keepdim=True))
+        return dist.min(dim=-1).indices
 
     def lookup(self, k: int, indices: torch.Tensor) -> torch.Tensor:
         """Entries of codebook ``k`` for ``indices`` ``[B, T]`` → ``[B, D, T]``."""
@@ -54,12 +59,27 @@ class ResidualVectorQuantizer(nn.Module):
         return out
 
     def encode(self, embeddings: torch.Tensor, n_q: int) -> torch.Tensor:
-        """Codes ``[B, n_q, frames]`` (int64) for embeddings ``[B, D, frames]``."""
-        return torch.stack([s.indices for s in self.steps(embeddings, n_q)], dim=1)
+        """Codes ``[B, n_q, frames]`` (int64) for embeddings ``[B, D, frames]``.
+
+        Same arithmetic as :meth:`steps`, with the residual kept frame-major ``[B * frames, D]`` so that
+        no layer transposes it again.
+        """
+        b, d, t = embeddings.shape
+        residual = embeddings.permute(0, 2, 1).reshape(-1, d)
+        codes = residual.new_empty((n_q, b * t), dtype=torch.long)
+        for k in range(n_q):
+            codes[k] = self._nearest(k, residual)
+            if k + 1 < n_q:
+                residual = residual - nn.functional.embedding(codes[k], self.codebooks[k])
+        return codes.view(n_q, b, t).permute(1, 0, 2).contiguous()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Sum of the codebook entries for codes ``[B, n_q, frames]`` → embeddings ``[B, D, frames]``."""
-        out = torch.zeros((), device=codes.device)
-        for k in range(codes.shape[1]):
-            out = out + self.lookup(k, codes[:, k])
-        return out
+        """Sum of the codebook entries for codes ``[B, n_q, frames]`` → embeddings ``[B, D, frames]``.
+
+        Entries are added in codebook order starting from zero, as the references do (same roundings).
+        """
+        b, n_q, t = codes.shape
+        out = torch.zeros(b, t, self.dim, device=codes.device, dtype=self.codebooks.dtype)
+        for k in range(n_q):
+            out.add_(nn.functional.embedding(codes[:, k], self.codebooks[k]))
+        return out.permute(0, 2, 1)
