@@ -4,8 +4,9 @@ PCM out), and the scheduler that runs all live streams on the one shared model.
 Each connection owns its :class:`~rvqkit.stream.StreamEncoder` or :class:`~rvqkit.stream.StreamDecoder`.
 Connections never call the model themselves: they queue what they receive and wake the
 :class:`StreamHub`, whose single loop takes everything pending from every stream and runs it as one step
-in a worker thread: one batched call over all streams (``rvqkit.stream.push_many`` /
-``decode_many`` when the engine has them and batching is on), or one call per stream otherwise. While a
+in a worker thread, in rounds (:func:`round_sizes`): each round one batched call over its streams
+(``rvqkit.stream.push_many`` / ``decode_many`` when the engine has them and batching is on), or one
+call per stream otherwise. While a
 step runs, new audio keeps queueing and goes into the next step, so a slow step delays streams but never
 drops their audio (a stream more than ``max_backlog_s`` behind is closed instead).
 
