@@ -7,7 +7,9 @@ Hugging Face folder, and times, on the same corpus and weights:
 (a) a naive loop: per file ``soundfile.read`` → mono mix → soxr to 24 kHz → ``EncodecModel.encode(...,
     bandwidth=6.0)`` under ``torch.inference_mode()``, torch's default threads, model loaded beforehand;
 (b) ``rvqkit corpus encode CORPUS OUT --model HF_FOLDER --bandwidth 6`` (a subprocess, default settings);
-(c) the same with ``--engine ray`` (a local Ray instance started by the command).
+(c) the same with ``--engine ray`` (a local Ray instance started by the command);
+optionally (``--methods abc1``) (a1): loop (a) with ``torch.set_num_threads(1)``, to show how much of the
+difference is torch threads competing for busy cores.
 
 Wall seconds of (b) and (c) are the whole command (Python start-up, model loading, Ray start-up included);
 the table also gives the pipeline's own time (its summary line's RTF × audio seconds). Then the codes of
@@ -318,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--methods",
         default="abc",
-        help="which of (a) naive loop, (b) rvqkit local, (c) rvqkit Ray (default abc)",
+        help="which of (a) naive loop, (b) rvqkit local, (c) rvqkit Ray (default abc); "
+        "'1' adds the naive loop with one torch thread",
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", type=Path, help="report file (default benchmarks/results/corpus_<UTC date>.md)")
@@ -341,6 +344,16 @@ def main(argv: list[str] | None = None) -> None:
             run, codes["a"] = naive_loop(model, paths, args.device)
             runs.append(run)
             print(f"(a) done: {run.wall_seconds:.1f} s, load {_load()}", file=sys.stderr)
+        if "1" in args.methods:  # not one of the methods: how much is thread oversubscription
+            saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                run, _ = naive_loop(model, paths, args.device)
+            finally:
+                torch.set_num_threads(saved)
+            run.method = "(a1) the same loop, `torch.set_num_threads(1)`"
+            runs.append(run)
+            print(f"(a1) done: {run.wall_seconds:.1f} s, load {_load()}", file=sys.stderr)
         for key, extra, label in (
             ("b", [], "(b) `rvqkit corpus encode` (local engine, defaults)"),
             ("c", ["--engine", "ray"], "(c) `rvqkit corpus encode --engine ray` (local Ray)"),
