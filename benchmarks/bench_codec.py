@@ -318,6 +318,16 @@ def report(result: dict) -> str:
                 + " | ".join(cell(i, "wall_s", ".1f") for i in IMPLS)
                 + " |"
             )
+    for which, table in result.get("profiles", {}).items():
+        lines += [
+            "",
+            f"## Where rvqkit's time goes: {which} kHz, encode + decode of one {result['short_seconds']:g} s input "
+            "(torch.profiler, self CPU time by op; the profiler adds some overhead)",
+            "",
+            "```",
+            table.rstrip(),
+            "```",
+        ]
     lines += ["", f"Load average at the end of the run: {result['load_average_end']}", ""]
     return "\n".join(lines)
 
@@ -354,6 +364,18 @@ def summarize(result: dict) -> list[dict]:
     return out
 
 
+def profile_rvqkit(mset, seconds: float, bandwidth: float = 6.0) -> str:
+    """torch.profiler table by op (self CPU time) of rvqkit encode + decode of one ``seconds``-long input."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = make_signal(int(seconds * mset.sr), mset.channels, mset.sr, seed=10)[None]
+    codec = mset.rvqkit
+    codec.decode(codec.encode(x, mset.sr, bandwidth=bandwidth))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        codec.decode(codec.encode(x, mset.sr, bandwidth=bandwidth))
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14)
+
+
 def measure_peak(lengths: tuple[int, ...], repeats: int) -> dict:
     runs = {n: conv_peak(length=n, repeats=repeats)["gflops_median"] for n in lengths}
     best = max(runs, key=runs.get)
@@ -369,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="results folder")
     ap.add_argument("--tag", default=None, help="name of the result files (default: date and time)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per 10 s case (median reported)")
+    ap.add_argument("--repeats-long", type=int, default=2, help="timed calls per 60 s and batch case")
     ap.add_argument(
         "--memory-child",
         nargs=5,
@@ -384,13 +408,13 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     short, long_, batch, mem_seconds = (2.0, 4.0, 2, 20.0) if args.quick else (10.0, 60.0, 16, 600.0)
-    reps = (
-        {"10 s": 3, "60 s": 2, "16 × 10 s": 2}
-        if not args.quick
-        else dict.fromkeys(("10 s", "60 s", "16 × 10 s"), 2)
-    )
+    tag = args.tag or time.strftime("%Y%m%d-%H%M", time.gmtime())
     names = {"short": f"{short:g} s", "long": f"{long_:g} s", "batch": f"{batch} × {short:g} s"}
-    repeats = {names["short"]: reps["10 s"], names["long"]: reps["60 s"], names["batch"]: reps["16 × 10 s"]}
+    repeats = {
+        names["short"]: args.repeats,
+        names["long"]: args.repeats_long,
+        names["batch"]: args.repeats_long,
+    }
     cases = [(names["short"], short, 1, bw) for bw in (6.0, 24.0)]
     cases += [(names["long"], long_, 1, bw) for bw in (6.0, 24.0)]
     cases += [(names["batch"], short, batch, 6.0)]
@@ -431,11 +455,17 @@ def main(argv: list[str] | None = None) -> None:
                         mset.rvqkit = type(mset.rvqkit)(mset.rvqkit.model, "cpu", mset.rvqkit.weights_sha256)
                         mset.hf.to("cpu")
                         mset.meta.to("cpu")
+                result.setdefault("profiles", {})[which] = profile_rvqkit(mset, short)
+                print(result["profiles"][which], flush=True)
+                args.out.mkdir(parents=True, exist_ok=True)  # partial results, in case the run is cut short
+                partial = {**result, "rows": [asdict(r) for r in rows]}
+                (args.out / f"{tag}.partial.json").write_text(json.dumps(partial, indent=1, default=str))
             if not args.no_memory:
                 result["memory"][which] = measure_memory(which, mset.checkpoint, mem_seconds, 6.0)
             del mset
     result["rows"] = [asdict(r) for r in rows]
     result["memory_seconds"] = mem_seconds
+    result["short_seconds"] = short
     result["conv_peak_end"] = measure_peak(peak_lengths, peak_reps)
     result["conv_peak_gflops"] = max(result["conv_peak_start"]["gflops"], result["conv_peak_end"]["gflops"])
     result["load_average_end"] = os.getloadavg()
@@ -443,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(result) if rows else json.dumps(result["memory"], indent=1)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = args.tag or time.strftime("%Y%m%d-%H%M", time.gmtime())
+    (args.out / f"{tag}.partial.json").unlink(missing_ok=True)
     (args.out / f"{tag}.json").write_text(json.dumps(result, indent=1, default=str))
     (args.out / f"{tag}.md").write_text(text + "\n")
     print(f"wrote {args.out / (tag + '.md')} and .json")
