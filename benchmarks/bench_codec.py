@@ -382,6 +382,29 @@ def measure_peak(lengths: tuple[int, ...], repeats: int) -> dict:
     return {"gflops": runs[best], "length": best, "by_length": runs}
 
 
+def render_saved(path: Path) -> None:
+    """Write ``<path>.md`` from a result file; a partial one (run cut short) is marked as such."""
+    result = json.loads(path.read_text())
+    partial = "conv_peak_end" not in result
+    if partial:
+        result["conv_peak_end"] = result["conv_peak_start"]
+        result["conv_peak_gflops"] = result["conv_peak_start"]["gflops"]
+        result["load_average_end"] = "not recorded (run cut short)"
+        result.setdefault("short_seconds", 10.0)
+        result["summary"] = summarize(result)
+    text = report(result)
+    if partial:
+        text = text.replace(
+            "# rvqkit vs",
+            "# (partial run: cases after the last completed model are missing)\n\n# rvqkit vs",
+            1,
+        )
+    path.with_suffix(".md").write_text(text + "\n")
+    if partial:
+        path.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short inputs: a smoke test of the script")
@@ -391,6 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="results folder")
     ap.add_argument("--tag", default=None, help="name of the result files (default: date and time)")
+    ap.add_argument(
+        "--report-from", type=Path, default=None, help="render the report of a saved (possibly partial) .json"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per 10 s case (median reported)")
     ap.add_argument("--repeats-long", type=int, default=2, help="timed calls per 60 s and batch case")
     ap.add_argument(
@@ -402,6 +428,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.report_from:
+        render_saved(args.report_from)
+        return
     if args.memory_child:
         impl, which, ckpt, seconds, bw = args.memory_child
         memory_child(impl, which, ckpt, float(seconds), float(bw))

@@ -113,11 +113,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--models", default="24,48", help="comma-separated: 24, 48")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        for which in ("24", "48"):
+        for which in args.models.split(","):
             sr, ch, _ = MODELS[which]
             codec = rvqkit.Codec.from_pretrained(save_meta(build_meta(which), Path(tmp), which))
             x = make_signal(int(args.seconds * sr) + 123, ch, sr, seed=7)
