@@ -43,6 +43,12 @@ ModelOpt = Annotated[
         help="Hub id, Hugging Face model folder or Meta .th checkpoint.",
     ),
 ]
+FileModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", envvar="RVQKIT_MODEL", help="Weights; default: the hub model named in the file."
+    ),
+]
 BandwidthOpt = Annotated[float, typer.Option("--bandwidth", "-b", help="Target bandwidth in kbps.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1 ...")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")]

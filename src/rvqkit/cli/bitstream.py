@@ -11,6 +11,7 @@ from . import (
     DEFAULT_MODEL,
     BandwidthOpt,
     DeviceOpt,
+    FileModelOpt,
     OverwriteOpt,
     app,
     check_output,
@@ -105,12 +106,7 @@ def compress(
 def decompress(
     input: Annotated[Path, typer.Argument(help=".ecdc file (from rvqkit or Meta's encodec tool).")],
     output: Annotated[Path, typer.Argument(help="Audio to write (.wav or .flac).")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", envvar="RVQKIT_MODEL", help="Weights; default: the hub model named in the file."
-        ),
-    ] = None,
+    model: FileModelOpt = None,
     lm_model: LMModelOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = "cpu",

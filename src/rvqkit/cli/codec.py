@@ -14,6 +14,7 @@ from . import (
     DEFAULT_MODEL,
     BandwidthOpt,
     DeviceOpt,
+    FileModelOpt,
     ModelOpt,
     OverwriteOpt,
     app,
@@ -87,12 +88,7 @@ def encode(
 def decode(
     input: Annotated[Path, typer.Argument(help="Codes file written by `rvqkit encode`.")],
     output: Annotated[Path, typer.Argument(help="Audio to write (.wav or .flac).")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", envvar="RVQKIT_MODEL", help="Weights; default: the hub model named in the file."
-        ),
-    ] = None,
+    model: FileModelOpt = None,
     n_q: Annotated[int | None, typer.Option("--n-q", help="Decode from the first K codebooks only.")] = None,
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,

@@ -22,6 +22,7 @@ from . import (
     DEFAULT_MODEL,
     BandwidthOpt,
     DeviceOpt,
+    FileModelOpt,
     ModelOpt,
     OverwriteOpt,
     app,
@@ -240,12 +241,7 @@ def tokens(
 def detokenize(
     input: Annotated[Path, typer.Argument(help="Token file (.npz or .json) written by `rvqkit tokens`.")],
     output: Annotated[Path, typer.Argument(help="Audio to write (.wav or .flac).")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", envvar="RVQKIT_MODEL", help="Weights; default: the hub model named in the file."
-        ),
-    ] = None,
+    model: FileModelOpt = None,
     item: Annotated[int, typer.Option("--item", help="Which item of a batch to write.")] = 0,
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
