@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from .config import PRESETS, CodecConfig
 from .errors import WeightsError
-from .weights import sha256_of
+from .weights import check_tensors, sha256_of
 
 LM_CHECKPOINTS = {
     "encodec_24khz": "encodec_lm_24khz-1608e3c0.th",
@@ -219,17 +219,9 @@ def load_lm(path: str | os.PathLike[str], model_name: str | None = None) -> Entr
         raise WeightsError(f"no entropy-coding LM is known for model {model_name!r}")
     cfg = LMConfig.for_codec(PRESETS[model_name])
     lm = EntropyLM(cfg)
-    expected = lm.state_dict()
-    for key, value in raw.items():
-        if key not in expected:
-            raise WeightsError(f"unknown tensor in LM weights {p}: {key} (an LM for {model_name}?)")
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise WeightsError(
-                f"LM tensor {key} has shape {tuple(value.shape)}, {model_name}'s LM expects {tuple(expected[key].shape)}"
-            )
-    missing = [k for k in expected if k not in raw]
-    if missing:
-        raise WeightsError(f"missing tensor in LM weights {p}: {missing[0]} (an LM for {model_name}?)")
+    check_tensors(
+        lm.state_dict(), raw, f"LM weights {p}", f"{model_name}'s LM", f" (an LM for {model_name}?)"
+    )
     lm.load_state_dict({k: v.float() for k, v in raw.items()})
     lm.sha256 = digest
     return lm.eval()

@@ -127,23 +127,31 @@ def to_rvqkit_state_dict(raw: dict[str, torch.Tensor], num_quantizers: int) -> d
     return out
 
 
+def check_tensors(
+    expected: dict[str, torch.Tensor],
+    given: dict[str, torch.Tensor],
+    where: str = "weights",
+    owner: str = "the model",
+    hint: str = "",
+) -> None:
+    """Raise :class:`WeightsError` naming the first unknown, wrong-shape or missing tensor of ``given``."""
+    for key, value in given.items():
+        if key not in expected:
+            raise WeightsError(f"unknown tensor in {where}: {key}{hint}")
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise WeightsError(
+                f"tensor {key} has shape {tuple(value.shape)}, {owner} expects {tuple(expected[key].shape)}"
+            )
+    missing = [k for k in expected if k not in given]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WeightsError(f"missing tensor in {where}: {missing[0]}{more}{hint}")
+
+
 def build_model(config: CodecConfig, state_dict: dict[str, torch.Tensor]) -> EncodecModel:
     """An :class:`EncodecModel` for ``config`` holding ``state_dict`` (rvqkit names), checked tensor by tensor."""
     model = EncodecModel(config)
-    expected = model.state_dict()
-    for key, value in state_dict.items():
-        if key not in expected:
-            raise WeightsError(f"unknown tensor in weights: {key}")
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise WeightsError(
-                f"tensor {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}"
-            )
-    missing = [k for k in expected if k not in state_dict]
-    if missing:
-        raise WeightsError(
-            f"missing tensor in weights: {missing[0]}"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-        )
+    check_tensors(model.state_dict(), state_dict)
     model.load_state_dict({k: v.float() for k, v in state_dict.items()})
     return model.eval()
 
