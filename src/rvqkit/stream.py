@@ -216,8 +216,6 @@ class StreamDecoder:
         model, dev = self.codec.model, self.codec.device
         if not self.segmented:
             emb = model.quantizer.decode(packet.codes.to(dev))
-            if emb.ndim == 0:  # no codebooks summed: zero frames
-                return self._emit(torch.zeros(self.batch_size, self.codec.channels, 0))
             return self._emit(model.decoder.step(emb, self._state, final=False))
         outs, f0 = [], 0
         for i, nf in enumerate(packet.segment_frames):
