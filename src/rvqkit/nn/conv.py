@@ -26,17 +26,27 @@ def extra_padding_for_conv1d(length: int, kernel_size: int, stride: int, padding
 
 
 def pad1d(x: torch.Tensor, left: int, right: int, mode: str = "reflect") -> torch.Tensor:
-    """``F.pad`` that also reflects inputs shorter than the padding (zero-extended first, as the reference)."""
+    """``F.pad`` that also reflects inputs shorter than the padding (zero-extended first, as the reference).
+
+    Reflect padding is built with ``torch.cat`` of the flipped edges: the same values as
+    ``F.pad(mode="reflect")``, several times faster on CPU for long signals (PyTorch's reflect kernel
+    indexes sample by sample). No padding returns ``x`` itself, without a copy.
+    """
+    if left == 0 and right == 0:
+        return x
     if mode != "reflect":
         return F.pad(x, (left, right), mode="constant" if mode == "zero" else mode)
     length = x.shape[-1]
     max_pad = max(left, right)
-    extra = 0
     if length <= max_pad:
         extra = max_pad - length + 1
-        x = F.pad(x, (0, extra))
-    padded = F.pad(x, (left, right), mode="reflect")
-    return padded[..., : padded.shape[-1] - extra]
+        padded = F.pad(F.pad(x, (0, extra)), (left, right), mode="reflect")
+        return padded[..., : padded.shape[-1] - extra]
+    parts = [x[..., 1 : left + 1].flip(-1)] if left else []
+    parts.append(x)
+    if right:
+        parts.append(x[..., length - right - 1 : length - 1].flip(-1))
+    return torch.cat(parts, dim=-1)
 
 
 @dataclass
@@ -110,10 +120,6 @@ class SConv1d(StreamingModule):
             raise ValueError("sample-level streaming needs causal convolutions without time group norm")
         return ConvState()
 
-    def _pad(self, x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-        mode = "reflect" if self.pad_mode == "reflect" else "constant"
-        return F.pad(x, (left, right), mode=mode) if left or right else x
-
     def step(self, x: torch.Tensor, state: ConvState, final: bool = False) -> torch.Tensor:
         buf = x if state.buffer is None else torch.cat([state.buffer, x], dim=-1)
         state.buffer = buf
@@ -126,7 +132,7 @@ class SConv1d(StreamingModule):
                 return self.forward(buf) if n > 0 else empty_like_time(x, self.conv.out_channels)
             if not final and n <= p:  # the left reflect padding reads samples 1..p
                 return empty_like_time(x, self.conv.out_channels)
-            arr = self._pad(buf, p, 0)  # output j reads arr[j*s : j*s + k]
+            arr = pad1d(buf, p, 0, self.pad_mode)  # output j reads arr[j*s : j*s + k]
         else:
             # buffer[0] is the first sample output `done` reads; count samples from there.
             n, done, arr = buf.shape[-1] - p, 0, buf
@@ -136,7 +142,7 @@ class SConv1d(StreamingModule):
         if n_end <= done:
             return empty_like_time(x, self.conv.out_channels)
         if final:
-            arr = self._pad(arr, 0, extra_padding_for_conv1d(n, k, s, p))
+            arr = pad1d(arr, 0, extra_padding_for_conv1d(n, k, s, p), self.pad_mode)
         y = self.conv(arr[..., done * s : (n_end - 1) * s + k])
         if state.at_start:
             drop = n_end * s - p  # raw samples no later window reads

@@ -31,7 +31,7 @@ class SLSTM(StreamingModule):
         """Run over ``x`` ``[B, C, T]`` from ``state`` (h, c), or from zeros; return output and new state."""
         seq = x.permute(2, 0, 1)
         y, new_state = self.lstm(seq, state)
-        return (y + seq).permute(1, 2, 0), new_state
+        return y.add_(seq).permute(1, 2, 0), new_state  # == y + seq, bit for bit
 
     def init_state(self, batch_size: int) -> LSTMState:
         return LSTMState()
