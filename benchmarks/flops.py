@@ -80,10 +80,12 @@ def codec_cost(codec, seconds: float, bandwidth: float) -> dict[str, float]:
         for name, m in part.named_modules():
             if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.LSTM)):
                 hooks.append(m.register_forward_hook(_hook(cost, name)))
+    block, model.block_length = model.block_length, None  # whole-signal calls: every layer's forward runs
     try:
         encoded = codec.encode(x, codec.sample_rate, bandwidth=bandwidth)
         codec.decode(encoded)
     finally:
+        model.block_length = block
         for h in hooks:
             h.remove()
     frames = int(encoded.frame_lengths[0])

@@ -157,7 +157,8 @@ class Codec:
     ) -> Encoded:
         """Encode audio to codes ``[batch, n_q, frames]`` at ``bandwidth`` kbps.
 
-        Each item is encoded exactly as if it were alone (items of equal length share one model call).
+        On CPU each item is encoded alone, one model call per item; on a GPU items of equal length
+        share a call (see :meth:`_model_calls`).
         """
         n_q = self.n_q_for(bandwidth)
         items = self.prepare(audio, sample_rate, lengths)
@@ -166,10 +167,7 @@ class Codec:
         n_seg = [len(segment_bounds(self.config, n)) for n in item_lengths]
         codes = torch.zeros(len(items), n_q, max(frame_lengths), dtype=torch.long)
         scales = torch.zeros(len(items), max(n_seg)) if self.config.normalize else None
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, n in enumerate(item_lengths):
-            groups[n].append(i)
-        for idx in groups.values():
+        for idx in self._model_calls(item_lengths):
             x = torch.stack([items[i] for i in idx]).to(self.device)
             c, s = self.model.encode(x, n_q)
             codes[idx, :, : c.shape[-1]] = c.cpu()
@@ -186,6 +184,21 @@ class Codec:
             model=self.name,
             weights_sha256=self.weights_sha256,
         )
+
+    def _model_calls(self, lengths: list[int]) -> list[list[int]]:
+        """The items of each model call: one item per call on CPU; on a GPU, items of equal length together.
+
+        On CPU a batch gains nothing (each item's tensors are already wide) and loses the caches, and
+        the LSTM's batched matrix products round differently from a batch of one (about 1e-7, enough to
+        flip a code at a near-tie), so item by item is both faster and exactly "as if alone". On a GPU
+        batching is what makes it fast; equal-length items then share a call, as in the references.
+        """
+        if self.device.type == "cpu":
+            return [[i] for i in range(len(lengths))]
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, n in enumerate(lengths):
+            groups[n].append(i)
+        return list(groups.values())
 
     def check_encoded(self, encoded: Encoded) -> None:
         """Raise :class:`CodesError` if ``encoded`` was not made by a model like this one."""
@@ -235,10 +248,8 @@ class Codec:
             )
         lengths = [int(n) for n in encoded.lengths]
         out = torch.zeros(encoded.batch_size, self.channels, max(lengths), device=self.device)
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, n in enumerate(lengths):
-            groups[n].append(i)
-        for n, idx in groups.items():
+        for idx in self._model_calls(lengths):
+            n = lengths[idx[0]]
             nf = frames_for_length(self.config, n)
             codes = encoded.codes[idx, :n_q, :nf].to(self.device)
             scales = None

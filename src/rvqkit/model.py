@@ -47,10 +47,15 @@ def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
     return out / sum_weight
 
 
-def _run_in_blocks(module: StreamingModule, x: torch.Tensor, block: int | None) -> torch.Tensor:
-    """``module(x)`` computed as a stream of ``block``-sample chunks when ``x`` is longer than two blocks;
-    the last call takes between one and two blocks, so that no chunk is narrow."""
+def _run_in_blocks(
+    module: StreamingModule, x: torch.Tensor, block: int | None, min_block: int
+) -> torch.Tensor:
+    """``module(x)`` computed as a stream of chunks when ``x`` is longer than two chunks; the last call
+    takes between one and two chunks, so that no chunk is narrow. A chunk holds ``block`` samples of
+    the whole batch together (``block / batch`` per item), but at least ``min_block`` per item."""
     n = x.shape[-1]
+    if block is not None:
+        block = max(min_block, block // x.shape[0])
     if block is None or n <= 2 * block:
         return module(x)
     state, outs, i = module.init_state(x.shape[0]), [], 0
@@ -76,13 +81,14 @@ class EncodecModel(nn.Module):
         #: 30 s signal at 24 kbps differ from the references with 4 or more). Larger batches are for GPUs.
         self.segment_batch = 1
         #: Long signals of the causal (24 kHz) model run through the network in blocks of this many
-        #: samples (2 s), carrying the streaming state between blocks (see :meth:`embed_blocked`). The whole-
-        #: signal activations of a 60 s input are hundreds of MB per layer and every layer streams them
-        #: through memory; 2 s blocks stay in the caches (measured: 60 s encode and decode 2.7x faster with 2 s blocks) and bound the
-        #: memory. Convolutions and the LSTM give the same floats for blocks this wide as for the whole
-        #: signal (tests/test_blocked.py; 0.8 s blocks still did, 0.4 s ones round differently in the
-        #: deepest layers), so codes are unchanged; transposed convolutions round by width with two
-        #: threads (decoded audio within ~1e-7). None: always the whole signal at once.
+        #: samples (2 s; for a batch, that many in all but at least 1 s per item), carrying the streaming
+        #: state between blocks (see :meth:`embed_blocked`). A 60 s input's whole-signal activations are
+        #: hundreds of MB per layer, streamed through memory layer after layer; 2 s blocks stay in the
+        #: caches (measured: 60 s encode and decode 2.7x faster) and bound the memory. Convolutions and
+        #: the LSTM give the same floats for blocks this wide as for the whole signal (tests/test_blocked.py;
+        #: 0.8 s blocks still did, 0.4 s ones round differently in the deepest layers), so codes are
+        #: unchanged; transposed convolutions round by width with two threads (decoded audio within
+        #: ~1e-7). None: always the whole signal at once.
         self.block_length: int | None = 2 * cfg.sampling_rate if cfg.use_causal_conv else None
 
     # -- one segment -------------------------------------------------------------------------------
@@ -103,12 +109,13 @@ class EncodecModel(nn.Module):
     def embed_blocked(self, x: torch.Tensor) -> torch.Tensor:
         """``encoder(x)`` for audio ``[B, C, T]``, run in blocks of :attr:`block_length` samples when the
         signal is longer than two blocks."""
-        return _run_in_blocks(self.encoder, x, self.block_length)
+        return _run_in_blocks(self.encoder, x, self.block_length, self.cfg.sampling_rate)
 
     def synthesize_blocked(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``decoder(embeddings)`` for ``[B, D, frames]``, in blocks of ``block_length / hop`` frames."""
-        blk = None if self.block_length is None else max(1, self.block_length // self.cfg.hop_length)
-        return _run_in_blocks(self.decoder, embeddings, blk)
+        hop = self.cfg.hop_length
+        blk = None if self.block_length is None else max(1, self.block_length // hop)
+        return _run_in_blocks(self.decoder, embeddings, blk, self.cfg.sampling_rate // hop)
 
     def synthesize(self, embeddings: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Audio ``[B, C, frames * hop]`` of one segment from embeddings, rescaled if a scale is given."""
