@@ -36,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import MODELS, REPO, build_set, make_signal  # noqa: E402
 from flops import codec_cost, conv_peak  # noqa: E402
 
+from rvqkit import tune_allocator as rvqkit_tune_allocator  # noqa: E402
+
 IMPLS = ("rvqkit", "transformers", "encodec")
+ALLOCATOR_TUNED = False  # set in main()
 ISSUE_GFLOP = {"24": 5.96, "48": 12.6}  # issue 11's encode + decode figures, GFLOP per audio-second
 TARGET_SHARE = 0.75
 
@@ -88,6 +91,7 @@ def machine() -> dict:
         "encodec": _version("encodec"),
         "rvqkit_commit": commit + (" (+ uncommitted changes in src/)" if dirty else ""),
         "load_average_start": os.getloadavg(),
+        "malloc_tuned_for_all_three": ALLOCATOR_TUNED,
     }
 
 
@@ -218,7 +222,7 @@ def measure_memory(which: str, checkpoint: Path, seconds: float, bandwidth: floa
             str(checkpoint),
             str(seconds),
             str(bandwidth),
-        ]
+        ] + ([] if ALLOCATOR_TUNED else ["--no-tune-allocator"])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode or not lines:
@@ -420,12 +424,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per 10 s case (median reported)")
     ap.add_argument("--repeats-long", type=int, default=2, help="timed calls per 60 s and batch case")
     ap.add_argument(
+        "--no-tune-allocator", action="store_true", help="leave glibc malloc's defaults (see rvqkit.runtime)"
+    )
+    ap.add_argument(
         "--memory-child",
         nargs=5,
         metavar=("IMPL", "MODEL", "CKPT", "SECONDS", "KBPS"),
         help=argparse.SUPPRESS,
     )
     args = ap.parse_args(argv)
+    global ALLOCATOR_TUNED
+    # rvqkit's CLI keeps freed memory in the process (rvqkit.tune_allocator); it is process-wide, so in
+    # this one-process comparison it applies to all three implementations alike.
+    ALLOCATOR_TUNED = not args.no_tune_allocator and rvqkit_tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.report_from:

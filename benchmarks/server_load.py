@@ -78,8 +78,10 @@ def test_signal(n: int, seed: int) -> np.ndarray:
 def serve(args) -> None:
     import uvicorn
 
+    from rvqkit import tune_allocator
     from rvqkit.server import ServerSettings, create_app
 
+    tune_allocator()  # as `rvqkit serve` does
     torch.set_num_threads(args.threads)
     settings = ServerSettings(
         max_streams=1024, idle_timeout_s=60, batching=args.batching, max_backlog_s=args.max_backlog

@@ -4,6 +4,7 @@ from .codec import Codec
 from .config import ENCODEC_24KHZ, ENCODEC_48KHZ, CodecConfig
 from .encoded import Encoded
 from .errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
+from .runtime import tune_allocator
 from .stream import CodePacket, StreamDecoder, StreamEncoder, StreamError
 from .tokens import TokenError, TokenLayout
 
@@ -26,5 +27,6 @@ __all__ = [
     "StreamError",
     "TokenLayout",
     "TokenError",
+    "tune_allocator",
     "__version__",
 ]

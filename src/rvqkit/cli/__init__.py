@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import RvqkitError
+from ..runtime import tune_allocator
 
 F = TypeVar("F", bound=Callable[..., Any])
 app = typer.Typer(
@@ -125,5 +126,6 @@ def load_commands() -> None:
 
 
 def main() -> None:
+    tune_allocator()
     load_commands()
     app()

@@ -7,6 +7,7 @@ Finished shards are written as soon as all their items are done (see :mod:`rvqki
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import threading
@@ -35,6 +36,7 @@ DEFAULT_SHARD_SIZE = 1000
 DEFAULT_WINDOW = 256
 DEFAULT_MIN_DURATION = 0.05  # seconds
 WINDOW_BATCHES = 8  # a window holds at most this many batches' worth of audio
+WORKER_NICENESS = 10  # decoding workers yield the CPU to the model's threads
 
 
 @dataclass
@@ -98,7 +100,11 @@ class ShardCollector:
 
 
 def _watch_parent(parent: int) -> None:
-    """Worker initializer: exit when the job process is gone (e.g. killed with kill -9)."""
+    """Worker initializer: run at a lower priority than the model (the workers only prefetch, so the
+    model's threads should not wait for them), and exit when the job process is gone (e.g. killed
+    with kill -9)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(WORKER_NICENESS)
 
     def watch() -> None:
         while True:

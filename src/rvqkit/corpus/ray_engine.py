@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..codec import Codec
+from ..runtime import tune_allocator
 from .encoding import auto_batch_samples, encode_loaded
 from .items import CorpusError, Item, Result
 from .loading import LoadSpec, load_item
@@ -40,6 +41,7 @@ class CodecActor:
     ):
         import torch
 
+        tune_allocator()  # as the CLI does in the driver
         if threads:
             torch.set_num_threads(threads)
         self.codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
