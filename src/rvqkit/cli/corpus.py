@@ -57,7 +57,8 @@ def encode(
     threads: Annotated[
         int | None,
         typer.Option(
-            "--threads", help="torch threads for the model on CPU (default: cores - workers, at least 1)."
+            "--threads",
+            help="torch threads for the model on CPU (default: torch's, all cores; decoding workers run niced).",
         ),
     ] = None,
     window: Annotated[int, typer.Option("--window", help="Items sorted by length together.")] = 256,
