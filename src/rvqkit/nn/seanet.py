@@ -59,7 +59,9 @@ class ResnetBlock(StreamingModule):
     samples its left reflect padding reads), so shortcut outputs wait in the state until matched.
     """
 
-    def __init__(self, cfg: CodecConfig, dim: int, dilations: tuple[int, int]) -> None:
+    def __init__(
+        self, cfg: CodecConfig, dim: int, dilations: tuple[int, int], scratch_input: bool = False
+    ) -> None:
         super().__init__()
         hidden = dim // cfg.compress
         kernels = (cfg.residual_kernel_size, 1)
@@ -70,12 +72,20 @@ class ResnetBlock(StreamingModule):
             layers += [nn.ELU(), _conv(cfg, cin, cout, k, dilation=d)]
         self.block = nn.ModuleList(layers)
         self.shortcut = _conv(cfg, dim, dim, 1) if cfg.use_conv_shortcut else nn.Identity()
+        #: The caller never reads the block's input again (true inside SEANet, where a block is never
+        #: the first layer). With a convolutional shortcut, run first, the first ELU may then overwrite
+        #: the input in place; otherwise only the second ELU works in place.
+        self.scratch_input = scratch_input and cfg.use_conv_shortcut
+
+    def _inplace(self, i: int) -> bool:
+        return i > 0 or self.scratch_input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        short = self.shortcut(x)
         y = x
         for i, layer in enumerate(self.block):
-            y = _apply(layer, y, inplace=i > 0)  # the first ELU's input also feeds the shortcut
-        return y.add_(self.shortcut(x))  # == shortcut(x) + y, bit for bit
+            y = _apply(layer, y, inplace=self._inplace(i))
+        return y.add_(short)  # == shortcut(x) + y, bit for bit
 
     def init_state(self, batch_size: int) -> ResnetState:
         return ResnetState(
@@ -87,7 +97,8 @@ class ResnetBlock(StreamingModule):
         short = step_layer(self.shortcut, x, state.shortcut, final)
         y = x
         for i, (layer, st) in enumerate(zip(self.block, state.block, strict=True)):
-            y = _elu_(layer, y) if i > 0 and isinstance(layer, nn.ELU) else step_layer(layer, y, st, final)
+            inplace = self._inplace(i) and isinstance(layer, nn.ELU)
+            y = _elu_(layer, y) if inplace else step_layer(layer, y, st, final)
         pending = short if state.pending is None else torch.cat([state.pending, short], dim=-1)
         n = y.shape[-1]
         state.pending = pending[..., n:]
@@ -123,7 +134,7 @@ class SEANetEncoder(_Sequential):
         for ratio in reversed(cfg.upsampling_ratios):
             dim = mult * cfg.num_filters
             for j in range(cfg.num_residual_layers):
-                layers.append(ResnetBlock(cfg, dim, (cfg.dilation_growth_rate**j, 1)))
+                layers.append(ResnetBlock(cfg, dim, (cfg.dilation_growth_rate**j, 1), scratch_input=True))
             layers += [nn.ELU(), _conv(cfg, dim, dim * 2, ratio * 2, stride=ratio)]
             mult *= 2
         dim = mult * cfg.num_filters
@@ -161,7 +172,9 @@ class SEANetDecoder(_Sequential):
                 ),
             ]
             for j in range(cfg.num_residual_layers):
-                layers.append(ResnetBlock(cfg, dim // 2, (cfg.dilation_growth_rate**j, 1)))
+                layers.append(
+                    ResnetBlock(cfg, dim // 2, (cfg.dilation_growth_rate**j, 1), scratch_input=True)
+                )
             mult //= 2
         layers += [nn.ELU(), _conv(cfg, cfg.num_filters, cfg.audio_channels, cfg.last_kernel_size)]
         self.layers = nn.ModuleList(layers)
