@@ -252,7 +252,7 @@ def random_48k_codec() -> Codec:
     return Codec(model)
 
 
-def test_48khz_scales_and_segments_batched_across_items(tmp_path, monkeypatch):
+def test_48khz_scales_and_segments(tmp_path, monkeypatch):
     codec = random_48k_codec()
     folder = tmp_path / "audio48"
     folder.mkdir()
@@ -264,9 +264,21 @@ def test_48khz_scales_and_segments_batched_across_items(tmp_path, monkeypatch):
     monkeypatch.setattr(codec.model, "embed_segment", lambda x: calls.append(x.shape[0]) or embed(x))
     out = tmp_path / "out48"
     encode_corpus(folder, out, codec, 6.0, workers=0, progress=False)
-    assert sorted(calls) == [1, 1, 1, 2]  # 5 segments, the two full ones in one call
-    monkeypatch.undo()
+    assert calls == [1] * 5  # on CPU: one call per segment, as encoding each item alone
     rows = read_output(out).to_pylist()
+    # The GPU path batches equal-length segments across items: the two full 1 s segments in one call.
+    from rvqkit.corpus.encoding import _encode_segments
+
+    calls.clear()
+    audio = [
+        codec.prepare(sf.read(folder / f"c{i}.wav", dtype="float32")[0].T, 44100)[0].numpy() for i in range(3)
+    ]
+    batched = _encode_segments(codec, audio, codec.n_q_for(6.0))
+    assert sorted(calls) == [1, 1, 1, 2]
+    monkeypatch.undo()
+    for row, (codes, scales) in zip(rows, batched, strict=True):
+        assert np.array_equal(np.asarray(row["codes"]), codes)
+        assert np.array_equal(np.asarray(row["scales"], dtype=np.float32), scales)
     for i, row in enumerate(rows):
         enc = alone(codec, folder / f"c{i}.wav")
         assert np.array_equal(np.asarray(row["codes"]), enc.codes[0, :, : int(enc.frame_lengths[0])].numpy())

@@ -247,15 +247,22 @@ class Codec:
                 f"n_q must be between 1 and {encoded.n_q} (the codebooks the codes hold), got {n_q}"
             )
         lengths = [int(n) for n in encoded.lengths]
-        out = torch.zeros(encoded.batch_size, self.channels, max(lengths), device=self.device)
-        for idx in self._model_calls(lengths):
+        calls = self._model_calls(lengths)
+        out: torch.Tensor | None = None
+        for idx in calls:
             n = lengths[idx[0]]
             nf = frames_for_length(self.config, n)
             codes = encoded.codes[idx, :n_q, :nf].to(self.device)
             scales = None
             if encoded.scales is not None and self.config.normalize:
                 scales = encoded.scales[idx, : len(segment_bounds(self.config, n))].to(self.device)
-            out[idx, :, :n] = self.model.decode(codes, scales, n)
+            audio = self.model.decode(codes, scales, n)
+            if len(calls) == 1:
+                return audio  # one call for the whole batch: no padded copy
+            if out is None:
+                out = torch.zeros(encoded.batch_size, self.channels, max(lengths), device=self.device)
+            out[idx, :, :n] = audio
+        assert out is not None
         return out
 
     # -- the step-by-step path ---------------------------------------------------------------------------

@@ -31,20 +31,10 @@ def frames_for_length(cfg: CodecConfig, length: int) -> int:
     return sum(math.ceil((e - s) / cfg.hop_length) for s, e in segment_bounds(cfg, length))
 
 
-def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
-    """Overlap-add segments with triangular weights, normalised by the summed weight (as the references)."""
-    first = frames[0]
-    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
-    n = first.shape[-1]
-    t = torch.linspace(0, 1, n + 2, device=first.device, dtype=first.dtype)[1:-1]
-    weight = 0.5 - (t - 0.5).abs()
-    out = torch.zeros(*first.shape[:-1], total, device=first.device, dtype=first.dtype)
-    sum_weight = torch.zeros(total, device=first.device, dtype=first.dtype)
-    for i, frame in enumerate(frames):
-        off, n = i * stride, frame.shape[-1]
-        out[..., off : off + n] += weight[:n] * frame
-        sum_weight[off : off + n] += weight[:n]
-    return out / sum_weight
+def overlap_weight(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The references' triangular overlap-add weight for an ``n``-sample segment."""
+    t = torch.linspace(0, 1, n + 2, device=device, dtype=dtype)[1:-1]
+    return 0.5 - (t - 0.5).abs()
 
 
 def _run_in_blocks(
@@ -154,21 +144,36 @@ class EncodecModel(nn.Module):
         return torch.cat(codes, dim=-1), scale_t
 
     def decode(self, codes: torch.Tensor, scales: torch.Tensor | None, length: int) -> torch.Tensor:
-        """Audio ``[B, C, length]`` from codes ``[B, n_q, frames]`` of a ``length``-sample signal."""
+        """Audio ``[B, C, length]`` from codes ``[B, n_q, frames]`` of a ``length``-sample signal.
+
+        Segments (48 kHz) are overlap-added with the references' triangular weights, normalised by the
+        summed weight, into the output as they are decoded: only the output and the segments of one
+        call are in memory. (Two segments overlap at most, so the order of the additions does not
+        change the floats.)
+        """
         bounds = segment_bounds(self.cfg, length)
         b = codes.shape[0]
         first = [0]
         for start, end in bounds:
             first.append(first[-1] + math.ceil((end - start) / self.cfg.hop_length))
-        outs: list[torch.Tensor] = [codes.new_empty(0)] * len(bounds)
+        out: torch.Tensor | None = None
+        sum_weight: torch.Tensor | None = None
         for group in self.segment_groups(length):
             parts = [codes[..., first[i] : first[i + 1]] for i in group]
             c = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)  # [S*B, n_q, f]
             s = None if scales is None else torch.cat([scales[:, i] for i in group], dim=0)
-            out = self.synthesize(self.quantizer.decode(c), s)
+            seg = self.synthesize(self.quantizer.decode(c), s)
+            if len(bounds) == 1:
+                return seg[..., :length].contiguous()
+            if out is None:  # the weight follows the first segment's decoded length (frames * hop)
+                out = seg.new_zeros(b, seg.shape[1], length)  # samples past the end are not kept
+                sum_weight = seg.new_zeros(length)
+                weight = overlap_weight((first[1] - first[0]) * self.cfg.hop_length, seg.device, seg.dtype)
+            assert sum_weight is not None
             for j, i in enumerate(group):
-                outs[i] = out[j * b : (j + 1) * b]
-        if len(outs) == 1:
-            return outs[0][..., :length]
-        assert self.cfg.segment_stride is not None
-        return linear_overlap_add(outs, self.cfg.segment_stride)[..., :length]
+                off = bounds[i][0]
+                n = min(seg.shape[-1], length - off)
+                out[..., off : off + n] += weight[:n] * seg[j * b : (j + 1) * b, :, :n]
+                sum_weight[off : off + n] += weight[:n]
+        assert out is not None
+        return out.div_(sum_weight)

@@ -228,7 +228,7 @@ class StreamDecoder:
         return self._emit(torch.cat(outs, dim=-1))
 
     def _overlap_add(self, frame: torch.Tensor) -> torch.Tensor:
-        """Add one decoded segment as :func:`rvqkit.model.linear_overlap_add` does; return what is final."""
+        """Add one decoded segment as :meth:`rvqkit.model.EncodecModel.decode` does; return what is final."""
         stride = self.codec.config.segment_stride
         assert stride is not None
         n = frame.shape[-1]

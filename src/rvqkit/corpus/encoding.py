@@ -58,7 +58,7 @@ def _encode_group(codec: Codec, audio: list[np.ndarray], bandwidth: float) -> li
     """(codes int16 [n_q, frames], scales float32 [segments] or None) per item; halves the batch on
     CUDA out-of-memory."""
     try:
-        if codec.config.segment_length is not None:
+        if codec.config.segment_length is not None and codec.device.type != "cpu":
             return _encode_segments(codec, audio, codec.n_q_for(bandwidth))
         enc = codec.encode(audio, codec.sample_rate, bandwidth=bandwidth)
     except torch.cuda.OutOfMemoryError:
@@ -81,8 +81,9 @@ def _encode_group(codec: Codec, audio: list[np.ndarray], bandwidth: float) -> li
 
 @torch.inference_mode()
 def _encode_segments(codec: Codec, audio: list[np.ndarray], n_q: int) -> list[tuple]:
-    """Segmented models (48 kHz: 1 s segments): segments of *equal length* share one model call even
-    when they come from items of different lengths. Segments are encoded independently of each other,
+    """Segmented models (48 kHz: 1 s segments) on a GPU: segments of *equal length* share one model
+    call even when they come from items of different lengths (on CPU, ``Codec.encode`` runs one item
+    per call, which is faster there and exact: see ``Codec._model_calls``). Segments are encoded independently of each other,
     so this is exactly :meth:`EncodecModel.encode` per item (the same embed_segment + quantizer calls),
     with the segments of many items batched."""
     cfg = codec.config
