@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     result["conv_peak_gflops"] = max(result["conv_peak_start"]["gflops"], result["conv_peak_end"]["gflops"])
     result["load_average_end"] = os.getloadavg()
     result["summary"] = summarize(result) if rows else []
-    text = report(result) if rows else json.dumps(result["memory"], indent=1)
+    text = report(result)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{tag}.partial.json").unlink(missing_ok=True)
