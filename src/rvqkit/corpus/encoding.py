@@ -1,9 +1,9 @@
 """Run the model on loaded items: sort by length, cut into batches, encode, split the codes per item.
 
-:meth:`rvqkit.Codec.encode` takes a list of items of different lengths and encodes each exactly as if
-it were alone; items of *equal* length share one model call, items of different lengths get one call
-each. Sorting by length puts equal lengths together; the batch budget bounds memory. For segmented
-models (48 kHz) the 1 s segments are batched instead, so all full segments of a batch share one call.
+:meth:`rvqkit.Codec.encode` takes a list of items of different lengths: on CPU it runs one model call
+per item; on a GPU items of *equal* length share a call. Sorting by length puts equal lengths together;
+the batch budget bounds memory. For segmented models (48 kHz) on a GPU the 1 s segments are batched
+instead, so all full segments of a batch share one call.
 """
 
 from __future__ import annotations
