@@ -100,6 +100,22 @@ def meta_48k(meta_encodec, tmp_path_factory):
     return model, path
 
 
+@pytest.fixture(scope="module")
+def codec24(meta_24k):
+    """rvqkit's Codec loaded from the 24 kHz Meta checkpoint (one per test module)."""
+    from rvqkit import Codec
+
+    return Codec.from_pretrained(meta_24k[1])
+
+
+@pytest.fixture(scope="module")
+def codec48(meta_48k):
+    """rvqkit's Codec loaded from the 48 kHz Meta checkpoint (one per test module)."""
+    from rvqkit import Codec
+
+    return Codec.from_pretrained(meta_48k[1])
+
+
 def hf_config(which: str):
     from transformers import EncodecConfig
 

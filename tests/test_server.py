@@ -12,15 +12,10 @@ from conftest import make_signal
 from fastapi.testclient import TestClient
 from server_helpers import read_wav, wav_bytes
 
-from rvqkit import Codec, Encoded
+from rvqkit import Encoded
 from rvqkit.server import ServerSettings, create_app
 
 SR = 24000
-
-
-@pytest.fixture(scope="module")
-def codec24(meta_24k):
-    return Codec.from_pretrained(meta_24k[1])
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +262,8 @@ def test_json_error_for_internal_fault(codec24, monkeypatch):
     assert json.loads(r.text)["message"].startswith("internal server error")
 
 
-def test_48k_encode_decode_json(meta_48k):
-    codec = Codec.from_pretrained(meta_48k[1])
+def test_48k_encode_decode_json(codec48):
+    codec = codec48
     x = make_signal(48000 + 700, 2, 48000, seed=4)
     with TestClient(create_app(codec)) as c:
         body = _encode(c, wav_bytes(x, 48000), bandwidth=3.0).json()

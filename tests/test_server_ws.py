@@ -16,21 +16,10 @@ from server_helpers import mismatched_frames
 from starlette.websockets import WebSocketDisconnect
 
 import rvqkit.stream as stream_mod
-from rvqkit import Codec
 from rvqkit.server import ServerSettings, create_app
 from rvqkit.server.sockets import _Stream, round_sizes
 
 SR = 24000
-
-
-@pytest.fixture(scope="module")
-def codec24(meta_24k):
-    return Codec.from_pretrained(meta_24k[1])
-
-
-@pytest.fixture(scope="module")
-def codec48(meta_48k):
-    return Codec.from_pretrained(meta_48k[1])
 
 
 @pytest.fixture(scope="module")

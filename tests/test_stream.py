@@ -20,16 +20,6 @@ from rvqkit.stream import CodePacket, StreamError
 SR = 24000
 
 
-@pytest.fixture(scope="module")
-def codec24(meta_24k):
-    return Codec.from_pretrained(meta_24k[1])
-
-
-@pytest.fixture(scope="module")
-def codec48(meta_48k):
-    return Codec.from_pretrained(meta_48k[1])
-
-
 def mismatched_frames(a: torch.Tensor, b: torch.Tensor) -> int:
     """Frames whose codes differ anywhere (a flip in codebook k changes the residual of the ones after)."""
     return int((a != b).any(dim=-2).sum())
