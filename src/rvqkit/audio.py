@@ -85,15 +85,48 @@ def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
         raise AudioError(f"{path}: cannot read audio ({e})") from None
 
 
+class AudioWriter:
+    """Write float ``[channels, n]`` blocks to a WAV/FLAC file (by suffix) as 16-bit PCM, clipped to
+    [-1, 1]. The file is written beside the target and renamed into place on a clean close, so a
+    failure never leaves a half-written file; an existing file is kept unless ``overwrite``."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], sample_rate: int, channels: int, overwrite: bool = False
+    ) -> None:
+        p = Path(path)
+        fmt = WRITE_FORMATS.get(p.suffix.lower())
+        if fmt is None:
+            raise AudioError(f"{p}: output must end in {' or '.join(WRITE_FORMATS)}")
+        if p.exists() and not overwrite:
+            raise AudioError(f"{p} exists; pass --overwrite to replace it")
+        self.path = p
+        self._tmp = p.with_name(f".{p.name}.part")
+        self._file = sf.SoundFile(str(self._tmp), "w", sample_rate, channels, subtype="PCM_16", format=fmt)
+
+    def write(self, audio: np.ndarray) -> None:
+        """Append ``[channels, n]`` samples (a NumPy array or a CPU tensor)."""
+        a = np.asarray(audio)
+        if a.shape[-1]:
+            self._file.write(np.clip(a, -1.0, 1.0).T)
+
+    def close(self, ok: bool = True) -> None:
+        self._file.close()
+        if ok:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(ok=exc_type is None)
+
+
 def write_audio(
     path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, overwrite: bool = False
 ) -> None:
     """Write ``[channels, samples]`` float audio as 16-bit WAV or FLAC (by suffix), clipped to [-1, 1]."""
-    p = Path(path)
-    fmt = WRITE_FORMATS.get(p.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"{p}: output must end in {' or '.join(WRITE_FORMATS)}")
-    if p.exists() and not overwrite:
-        raise AudioError(f"{p} exists; pass --overwrite to replace it")
-    data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).T
-    sf.write(str(p), data, sample_rate, format=fmt, subtype="PCM_16")
+    data = np.asarray(audio, dtype=np.float32)
+    with AudioWriter(path, sample_rate, data.shape[0], overwrite) as w:
+        w.write(data)

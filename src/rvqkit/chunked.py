@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
 
-from .audio import WRITE_FORMATS, audio_info, check_finite, convert_channels
+from .audio import AudioWriter, audio_info, check_finite, convert_channels
 from .codec import Codec
 from .encoded import Encoded
 from .errors import AudioError
@@ -139,41 +138,6 @@ def _packets_of(
         nf = -(-(e - s) // codec.hop_length)
         yield CodePacket(codes[..., f0 : f0 + nf], encoded.scales[index : index + 1, i : i + 1], [nf])
         f0 += nf
-
-
-class AudioWriter:
-    """Write float ``[channels, n]`` blocks to a WAV/FLAC file as 16-bit PCM, clipped to [-1, 1]."""
-
-    def __init__(
-        self, path: str | os.PathLike[str], sample_rate: int, channels: int, overwrite: bool = False
-    ) -> None:
-        p = Path(path)
-        fmt = WRITE_FORMATS.get(p.suffix.lower())
-        if fmt is None:
-            raise AudioError(f"{p}: output must end in {' or '.join(WRITE_FORMATS)}")
-        if p.exists() and not overwrite:
-            raise AudioError(f"{p} exists; pass --overwrite to replace it")
-        self.path = p
-        self._tmp = p.with_name(f".{p.name}.part")  # written beside, renamed at the end: no half files
-        self._file = sf.SoundFile(str(self._tmp), "w", sample_rate, channels, subtype="PCM_16", format=fmt)
-
-    def write(self, audio: torch.Tensor | np.ndarray) -> None:
-        a = audio.numpy() if isinstance(audio, torch.Tensor) else audio
-        if a.shape[-1]:
-            self._file.write(np.clip(a, -1.0, 1.0).T)
-
-    def close(self, ok: bool = True) -> None:
-        self._file.close()
-        if ok:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> AudioWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.close(ok=exc_type is None)
 
 
 def decode_to_file(
