@@ -108,17 +108,8 @@ def encode_file(
             scales.append(packet.scales)
         length = samples_in
     all_codes = torch.cat(codes, dim=-1).long()
-    n_q = all_codes.shape[1]
-    return Encoded(
-        codes=all_codes,
-        scales=torch.cat(scales, dim=-1) if scales else None,
-        lengths=torch.tensor([length]),
-        frame_lengths=torch.tensor([all_codes.shape[-1]]),
-        sample_rate=codec.sample_rate,
-        channels=codec.channels,
-        bandwidth=codec.config.bandwidth_for_n_q(n_q),
-        model=codec.name,
-        weights_sha256=codec.weights_sha256,
+    return codec.wrap_codes(
+        all_codes, torch.cat(scales, dim=-1) if scales else None, [length], [all_codes.shape[-1]]
     )
 
 

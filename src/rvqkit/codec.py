@@ -173,16 +173,29 @@ class Codec:
             codes[idx, :, : c.shape[-1]] = c.cpu()
             if scales is not None and s is not None:
                 scales[idx, : s.shape[-1]] = s.cpu()
+        return self.wrap_codes(codes, scales, item_lengths, frame_lengths)
+
+    def wrap_codes(
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor | None,
+        lengths: Sequence[int] | torch.Tensor,
+        frame_lengths: Sequence[int] | torch.Tensor,
+        encoded_here: bool = True,
+    ) -> Encoded:
+        """An :class:`Encoded` for this model's ``codes`` ``[batch, n_q, frames]`` (bandwidth from n_q),
+        with per-item ``lengths`` (samples) and ``frame_lengths``. ``encoded_here``: the codes come from
+        these weights (recorded as their sha256); False for codes from elsewhere (tokens, a corpus)."""
         return Encoded(
             codes=codes,
             scales=scales,
-            lengths=torch.tensor(item_lengths, dtype=torch.long),
-            frame_lengths=torch.tensor(frame_lengths, dtype=torch.long),
+            lengths=torch.as_tensor(lengths, dtype=torch.long),
+            frame_lengths=torch.as_tensor(frame_lengths, dtype=torch.long),
             sample_rate=self.sample_rate,
             channels=self.channels,
-            bandwidth=self.config.bandwidth_for_n_q(n_q),
+            bandwidth=self.config.bandwidth_for_n_q(codes.shape[1]),
             model=self.name,
-            weights_sha256=self.weights_sha256,
+            weights_sha256=self.weights_sha256 if encoded_here else None,
         )
 
     def _model_calls(self, lengths: list[int]) -> list[list[int]]:

@@ -182,16 +182,11 @@ def inspect_audio(
     steps = codec.quantize(emb, n_q)
     # the walk's codes are encode()'s codes (the tests check it); build the Encoded from them rather
     # than running the encoder a second time
-    encoded = Encoded(
-        codes=torch.stack([s.indices for s in steps], dim=1).cpu(),
-        scales=None if scales is None else scales.cpu(),
-        lengths=torch.tensor([x.shape[-1]]),
-        frame_lengths=torch.tensor([emb.shape[-1]]),
-        sample_rate=codec.sample_rate,
-        channels=codec.channels,
-        bandwidth=codec.config.bandwidth_for_n_q(n_q),
-        model=codec.name,
-        weights_sha256=codec.weights_sha256,
+    encoded = codec.wrap_codes(
+        torch.stack([s.indices for s in steps], dim=1).cpu(),
+        None if scales is None else scales.cpu(),
+        [x.shape[-1]],
+        [emb.shape[-1]],
     )
 
     emb_norm = frame_norm(emb)

@@ -248,7 +248,6 @@ def detokenize(
 ) -> None:
     """Turn token ids back into codes (checking every token) and decode them to audio."""
     from ..audio import write_audio
-    from ..encoded import Encoded
     from ..weights import HUB_IDS
 
     check_output(output, overwrite, (input,))
@@ -276,25 +275,12 @@ def detokenize(
         )
     else:  # tokens of another length (edited, generated): every frame is a whole hop
         lengths, scales = frame_lengths * codec.hop_length, None
-    encoded = Encoded(
-        codes=codes,
-        scales=scales,
-        lengths=lengths,
-        frame_lengths=frame_lengths,
-        sample_rate=codec.sample_rate,
-        channels=codec.channels,
-        bandwidth=codec.config.bandwidth_for_n_q(lay.n_q),
-        model=codec.name,
-    )
-    one = Encoded(
-        codes=encoded.codes[item : item + 1, :, : int(frame_lengths[item])],
-        scales=None if scales is None else scales[item : item + 1],
-        lengths=lengths[item : item + 1],
-        frame_lengths=frame_lengths[item : item + 1],
-        sample_rate=encoded.sample_rate,
-        channels=encoded.channels,
-        bandwidth=encoded.bandwidth,
-        model=encoded.model,
+    one = codec.wrap_codes(  # the chosen item: codes from tokens, not from these weights
+        codes[item : item + 1, :, : int(frame_lengths[item])],
+        None if scales is None else scales[item : item + 1],
+        lengths[item : item + 1],
+        frame_lengths[item : item + 1],
+        encoded_here=False,
     )
     with err.status("Decoding ..."):
         audio = codec.decode(one)

@@ -17,7 +17,6 @@ import torch
 
 from ..audio import write_audio
 from ..codec import Codec
-from ..encoded import Encoded
 from .items import CorpusError
 from .shards import DATA_DIR, MANIFEST
 
@@ -116,15 +115,12 @@ def decode_corpus(
     to_codes = _codes_reader(table, manifest)
     for row, target in zip(table.to_pylist(), targets, strict=True):
         codes = to_codes(row)
-        encoded = Encoded(
-            codes=codes,
-            scales=torch.tensor([row["scales"]], dtype=torch.float32) if has_scales else None,
-            lengths=torch.tensor([row["model_samples"]]),
-            frame_lengths=torch.tensor([row["num_frames"]]),
-            sample_rate=codec.sample_rate,
-            channels=codec.channels,
-            bandwidth=codec.config.bandwidth_for_n_q(codes.shape[1]),
-            model=codec.name,
+        encoded = codec.wrap_codes(
+            codes,
+            torch.tensor([row["scales"]], dtype=torch.float32) if has_scales else None,
+            [row["model_samples"]],
+            [row["num_frames"]],
+            encoded_here=False,
         )
         audio = codec.decode(encoded, n_q=n_q)[0].cpu().numpy()
         target.parent.mkdir(parents=True, exist_ok=True)
