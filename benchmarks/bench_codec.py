@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_models import MODELS, REPO, build_set, make_signal  # noqa: E402
+from bench_models import MODELS, REPO, build_set, cpu_model, make_signal  # noqa: E402
 from flops import codec_cost, conv_peak  # noqa: E402
 
 from rvqkit import tune_allocator as rvqkit_tune_allocator  # noqa: E402
@@ -45,16 +45,6 @@ TARGET_SHARE = 0.75
 
 
 # -- machine ---------------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _version(module: str) -> str:
     try:
         from importlib.metadata import version
@@ -78,7 +68,7 @@ def machine() -> dict:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "memory_gib": round(mem_gib, 1),
         "platform": platform.platform(),

@@ -10,6 +10,7 @@ users run them).
 from __future__ import annotations
 
 import hashlib
+import platform
 import re
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,17 @@ STUBS = REPO / "tests" / "stubs"
 
 #: model key → (sample rate in Hz, channels, seed of the random weights)
 MODELS = {"24": (24000, 1, 1234), "48": (48000, 2, 4321)}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), for benchmark reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def import_meta_encodec():

@@ -40,6 +40,10 @@ import soundfile as sf
 import soxr
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_models import cpu_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BANDWIDTH = 6.0  # kbps
 MODEL_RATE = 24000  # Hz
@@ -259,16 +263,6 @@ def code_checks(model, codes: dict[str, dict[str, np.ndarray]], device: str) -> 
 
 
 # -- report ------------------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _load() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -284,7 +278,7 @@ def machine(device: str) -> list[str]:
         else "none (torch.cuda.is_available() is False)"
     )
     return [
-        f"- CPU: {_cpu_model()}, `os.cpu_count()` = {os.cpu_count()}; GPU: {gpu}; device used: `{device}`",
+        f"- CPU: {cpu_model()}, `os.cpu_count()` = {os.cpu_count()}; GPU: {gpu}; device used: `{device}`",
         f"- torch {torch.__version__}, default threads `torch.get_num_threads()` = {torch.get_num_threads()}; "
         f"transformers {transformers.__version__}; rvqkit {rvqkit.__version__}; Python {platform.python_version()}",
         f"- libsndfile {sf.__libsndfile_version__}; formats written: {', '.join(sorted(writable_formats()))}",
