@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import AudioError, CodesError, RvqkitError
+from .model import overlap_weight
 from .nn.streaming import split_state, stack_states, state_signature
 
 if TYPE_CHECKING:
@@ -233,8 +234,7 @@ class StreamDecoder:
         assert stride is not None
         n = frame.shape[-1]
         if self._weight is None:  # the references weight every segment with the first one's triangle
-            t = torch.linspace(0, 1, n + 2, device=frame.device, dtype=frame.dtype)[1:-1]
-            self._weight = 0.5 - (t - 0.5).abs()
+            self._weight = overlap_weight(n, frame.device, frame.dtype)
         off = self._segments_in * stride - self._taken
         end = off + n
         if self._acc is None:
