@@ -99,7 +99,7 @@ class ShardCollector:
                 self.written += 1
 
 
-def _watch_parent(parent: int) -> None:
+def _init_worker(parent: int) -> None:
     """Worker initializer: run at a lower priority than the model (the workers only prefetch, so the
     model's threads should not wait for them), and exit when the job process is gone (e.g. killed
     with kill -9)."""
@@ -127,7 +127,7 @@ def iter_loaded(
     # spawn, not fork: the parent holds torch's thread pools, which do not survive a fork safely
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_watch_parent, initargs=(os.getpid(),)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
     ) as pool:
         queue: deque = deque()
         todo = iter(items)
