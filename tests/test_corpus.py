@@ -23,7 +23,7 @@ from corpus_helpers import read_output, write_bad_items, write_clips
 
 from rvqkit import AudioError, Codec
 from rvqkit.corpus import CorpusError, decode_corpus, encode_corpus, encode_dataset, open_source
-from rvqkit.corpus.encoding import plan_batches
+from rvqkit.corpus.encoding import CPU_LSTM_BATCH, plan_batches
 
 pytest.importorskip("pyarrow")
 
@@ -64,9 +64,10 @@ def encoded(corpus, codec24, tmp_path_factory):
     return out, summary
 
 
-def alone(codec: Codec, path: Path, bandwidth: float = 6.0):
+def alone(codec: Codec, path: Path, bandwidth: float = 6.0, lstm_batch: int = CPU_LSTM_BATCH):
+    """The item encoded alone, with the corpus's LSTM setting (its default unless given)."""
     x, sr = sf.read(path, dtype="float32", always_2d=True)
-    return codec.encode(x.T, sr, bandwidth=bandwidth)
+    return codec.encode(x.T, sr, bandwidth=bandwidth, lstm_batch=lstm_batch)
 
 
 def test_rows_equal_encoding_each_item_alone(corpus, encoded, codec24):
@@ -260,12 +261,16 @@ def test_48khz_scales_and_segments(tmp_path, monkeypatch):
     for i, s in enumerate(lengths):
         sf.write(folder / f"c{i}.wav", make_signal(int(44100 * s), 2, 44100, seed=i).T, 44100)
     calls = []
-    embed = codec.model.embed_segment
-    monkeypatch.setattr(codec.model, "embed_segment", lambda x: calls.append(x.shape[0]) or embed(x))
+    lstm = codec.model.encoder.split_at_lstm()[1]
+    run_lstm = lstm.forward
+    monkeypatch.setattr(lstm, "forward", lambda x, *a: calls.append(x.shape[0]) or run_lstm(x, *a))
     out = tmp_path / "out48"
     encode_corpus(folder, out, codec, 6.0, workers=0, progress=False)
-    assert calls == [1] * 5  # on CPU: one call per segment, as encoding each item alone
+    assert calls == [5]  # on CPU: the 5 segments' LSTMs in one batch, the rest segment by segment
     rows = read_output(out).to_pylist()
+    monkeypatch.undo()
+    embed = codec.model.embed_segment
+    monkeypatch.setattr(codec.model, "embed_segment", lambda x: calls.append(x.shape[0]) or embed(x))
     # The GPU path batches equal-length segments across items: the two full 1 s segments in one call.
     from rvqkit.corpus.encoding import _encode_segments
 
@@ -291,6 +296,21 @@ def test_48khz_scales_and_segments(tmp_path, monkeypatch):
     assert sf.info(wav).frames == rows[2]["model_samples"] and sf.info(wav).channels == 2
 
 
+def test_lstm_batch_1_gives_codec_encode_codes(corpus, codec24, tmp_path):
+    """--lstm-batch 1: every item through the network alone, batch of one, exactly as `Codec.encode`."""
+    root, clips, _ = corpus
+    out = tmp_path / "out1"
+    s = encode_corpus(root / "speaker_a", out, codec24, 6.0, workers=0, lstm_batch=1, progress=False)
+    assert s.manifest["lstm_batched"] is False
+    rows = read_output(out).to_pylist()
+    assert rows
+    for row in rows:
+        enc = alone(codec24, Path(row["path"]), lstm_batch=1)
+        assert np.array_equal(np.asarray(row["codes"]), enc.codes[0].numpy())
+    with pytest.raises(CorpusError, match="--lstm-batch must be at least 1"):
+        encode_corpus(root / "speaker_a", tmp_path / "o0", codec24, 6.0, lstm_batch=0, progress=False)
+
+
 def test_rerun_is_idempotent_and_refuses_other_settings(corpus, codec24, tmp_path):
     root, _, _ = corpus
     out = tmp_path / "out"
@@ -301,6 +321,16 @@ def test_rerun_is_idempotent_and_refuses_other_settings(corpus, codec24, tmp_pat
     assert read_output(out).equals(before)
     with pytest.raises(CorpusError, match="bandwidth"):
         encode_corpus(root / "speaker_a", out, codec24, 3.0, workers=0, shard_size=2, progress=False)
+    assert first.manifest["lstm_batched"] is True  # the LSTM's arithmetic decides the codes' near-ties
+    with pytest.raises(CorpusError, match="lstm_batched"):
+        encode_corpus(
+            root / "speaker_a", out, codec24, 6.0, workers=0, shard_size=2, lstm_batch=1, progress=False
+        )
+    # any batch of 2 or more gives the same codes: such a setting resumes
+    again = encode_corpus(
+        root / "speaker_a", out, codec24, 6.0, workers=0, shard_size=2, lstm_batch=3, progress=False
+    )
+    assert again.shards_written == 0
     s = encode_corpus(root / "speaker_a", out, codec24, 3.0, workers=0, progress=False, overwrite=True)
     assert s.manifest["n_q"] == 4 and len(list((out / "data").glob("*.parquet"))) == 1
     sf.write(root / "speaker_a" / "new.wav", make_signal(8000, 1, 16000).T, 16000)

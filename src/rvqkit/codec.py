@@ -13,7 +13,7 @@ import torch
 from . import audio as audio_io
 from .config import CodecConfig
 from .encoded import Encoded
-from .errors import AudioError, BandwidthError, CodesError
+from .errors import AudioError, BandwidthError, CodesError, RvqkitError
 from .model import EncodecModel, frames_for_length, segment_bounds
 from .quant.rvq import LayerStep
 from .weights import build_model, load_weights
@@ -154,12 +154,21 @@ class Codec:
         sample_rate: int,
         bandwidth: float = DEFAULT_BANDWIDTH,
         lengths: Sequence[int] | None = None,
+        lstm_batch: int = 1,
     ) -> Encoded:
         """Encode audio to codes ``[batch, n_q, frames]`` at ``bandwidth`` kbps.
 
         On CPU each item is encoded alone, one model call per item; on a GPU items of equal length
         share a call (see :meth:`_model_calls`).
+
+        ``lstm_batch`` (CPU, many items): 2 or more runs the encoder's LSTM over that many items (or
+        48 kHz segments) at once, the rest of the network item by item
+        (:meth:`EncodecModel.embed_items`): about 1.3x faster on many items. An item's codes then do not
+        depend on the other items, but can differ from the default's (a batch of one, as the reference
+        implementations) at rare near-ties: the batched LSTM rounds about 1e-7 differently.
         """
+        if lstm_batch < 1:
+            raise RvqkitError(f"lstm_batch must be at least 1, got {lstm_batch}")
         n_q = self.n_q_for(bandwidth)
         items = self.prepare(audio, sample_rate, lengths)
         item_lengths = [x.shape[-1] for x in items]
@@ -167,6 +176,12 @@ class Codec:
         n_seg = [len(segment_bounds(self.config, n)) for n in item_lengths]
         codes = torch.zeros(len(items), n_q, max(frame_lengths), dtype=torch.long)
         scales = torch.zeros(len(items), max(n_seg)) if self.config.normalize else None
+        if lstm_batch > 1 and self.device.type == "cpu":
+            for i, (c, s) in enumerate(self.model.encode_items(items, n_q, lstm_batch)):
+                codes[i, :, : c.shape[-1]] = c
+                if scales is not None and s is not None:
+                    scales[i, : s.shape[-1]] = s
+            return self.wrap_codes(codes, scales, item_lengths, frame_lengths)
         for idx in self._model_calls(item_lengths):
             x = torch.stack([items[i] for i in idx]).to(self.device)
             c, s = self.model.encode(x, n_q)

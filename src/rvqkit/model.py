@@ -7,6 +7,7 @@ conversion from user audio. Shapes: audio ``[B, channels, samples]``, codes ``[B
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -15,6 +16,9 @@ from .config import CodecConfig
 from .nn.seanet import SEANetDecoder, SEANetEncoder
 from .nn.streaming import StreamingModule
 from .quant.rvq import ResidualVectorQuantizer
+
+#: A segment's embeddings ``[1, D, frames]`` and its scale ``[1, 1]`` (None when not normalising).
+Embedded = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def segment_bounds(cfg: CodecConfig, length: int) -> list[tuple[int, int]]:
@@ -142,6 +146,67 @@ class EncodecModel(nn.Module):
                 scales[i] = None if scale is None else scale[j * b : (j + 1) * b]
         scale_t = torch.cat(scales, dim=1) if self.cfg.normalize else None  # type: ignore[arg-type]
         return torch.cat(codes, dim=-1), scale_t
+
+    def embed_items(self, items: Sequence[torch.Tensor], lstm_batch: int) -> list[list[Embedded]]:
+        """Embeddings ``[1, D, frames]`` and scale of each segment of each item ``[C, T_i]``, with the
+        encoder's LSTM run over up to ``lstm_batch`` (at least 2) pieces at once (CPU corpus encoding).
+
+        A piece (an item, or a 48 kHz segment) runs alone through the convolutions before the LSTM (in
+        blocks, as :meth:`embed_blocked`); pieces sorted by length then share LSTM calls, zero-padded at
+        the end (the LSTM runs forward in time, so padding changes no earlier output); each piece then
+        runs alone through the last layers. A batch-1 LSTM is memory-bound on CPU (each time step reads
+        the whole 4 MiB recurrent matrix for one row); 8 rows cost 2.4x one, not 8x.
+
+        Exactness: oneDNN's LSTM gives a row the same floats in any batch of 2 or more, whatever the
+        other rows and the padded length (``tests/test_lstm_batch.py``), but a batch of one takes another
+        kernel whose floats differ by about 1e-7. A lone piece therefore runs beside a zero row: each
+        item's embeddings are the same whichever items share its calls, and may differ from
+        :meth:`encode`'s (a batch of one, as the references) by about 1e-7, which flips a code only at a
+        near-tie.
+        """
+        head, lstm, tail = self.encoder.split_at_lstm()
+        pieces = [
+            (i, x[None, :, start:end])
+            for i, x in enumerate(items)
+            for start, end in segment_bounds(self.cfg, x.shape[-1])
+        ]
+        out: list[list[Embedded]] = [[] for _ in items]
+        results: list[Embedded | None] = [None] * len(pieces)
+        order = sorted(range(len(pieces)), key=lambda p: pieces[p][1].shape[-1])
+        size = max(2, lstm_batch)
+        for g in range(0, len(order), size):
+            group = order[g : g + size]
+            feats, scales = [], []
+            for p in group:
+                x = pieces[p][1]
+                scale = self.segment_scale(x)
+                if scale is not None:
+                    x = x / scale.view(-1, 1, 1)
+                feats.append(_run_in_blocks(head, x, self.block_length, self.cfg.sampling_rate))
+                scales.append(scale)
+            width = max(f.shape[-1] for f in feats)
+            batch = feats[0].new_zeros(max(2, len(feats)), feats[0].shape[1], width)
+            for row, f in enumerate(feats):
+                batch[row, :, : f.shape[-1]] = f[0]
+            y, _ = lstm(batch)
+            for row, (p, f, scale) in enumerate(zip(group, feats, scales, strict=True)):
+                results[p] = (tail(y[row : row + 1, :, : f.shape[-1]].contiguous()), scale)
+        for (i, _), r in zip(pieces, results, strict=True):
+            assert r is not None
+            out[i].append(r)
+        return out
+
+    def encode_items(
+        self, items: Sequence[torch.Tensor], n_q: int, lstm_batch: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Codes ``[n_q, frames]`` and scales ``[segments]`` (None unless normalising) of each item
+        ``[C, T_i]``, the LSTM batched across pieces as in :meth:`embed_items`."""
+        out = []
+        for segments in self.embed_items(items, lstm_batch):
+            codes = torch.cat([self.quantizer.encode(emb, n_q)[0] for emb, _ in segments], dim=-1)
+            scales = None if not self.cfg.normalize else torch.cat([s.view(1) for _, s in segments])  # type: ignore[union-attr]
+            out.append((codes, scales))
+        return out
 
     def decode(self, codes: torch.Tensor, scales: torch.Tensor | None, length: int) -> torch.Tensor:
         """Audio ``[B, C, length]`` from codes ``[B, n_q, frames]`` of a ``length``-sample signal.

@@ -61,6 +61,14 @@ def encode(
             help="torch threads for the model on CPU (default: torch's, all cores; decoding workers run niced).",
         ),
     ] = None,
+    lstm_batch: Annotated[
+        int,
+        typer.Option(
+            "--lstm-batch",
+            help="On CPU, items whose encoder LSTM runs as one batch (faster; 1: each item exactly as "
+            "`rvqkit encode`, which can differ at rare near-ties).",
+        ),
+    ] = 8,
     window: Annotated[int, typer.Option("--window", help="Items sorted by length together.")] = 256,
     batch_seconds: Annotated[
         float | None,
@@ -127,6 +135,7 @@ def encode(
         shard_size=shard_size,
         workers=workers,
         threads=threads,
+        lstm_batch=lstm_batch,
         window=window,
         batch_seconds=batch_seconds,
         min_duration=min_duration,

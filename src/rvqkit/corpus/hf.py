@@ -9,7 +9,7 @@ import numpy as np
 
 from ..codec import Codec
 from ..errors import AudioError
-from .encoding import auto_batch_samples, encode_loaded
+from .encoding import CPU_LSTM_BATCH, auto_batch_samples, encode_loaded
 from .loading import LoadSpec, load_item
 from .sources import find_audio_column, undecoded
 
@@ -23,13 +23,15 @@ def encode_dataset(
     codes_column: str = "codes",
     batch_size: int = 16,
     batch_seconds: float | None = None,
+    lstm_batch: int = CPU_LSTM_BATCH,
     **map_kwargs: Any,
 ) -> Any:
     """``dataset`` with ``codes_column`` (``[n_q][frames]`` int16 lists), ``num_frames`` and, for the
     48 kHz model, ``scales`` added, computed by a batched ``Dataset.map``.
 
     The audio column is read undecoded and decoded with soundfile (no torchcodec needed); it is kept
-    as it was. Each item's codes equal ``codec.encode`` of that item alone. An unreadable, empty or
+    as it was. Each item's codes equal ``codec.encode(item, ..., lstm_batch=lstm_batch)`` of that item
+    alone (see :func:`rvqkit.corpus.encode_corpus` for ``lstm_batch``). An unreadable, empty or
     NaN item raises :class:`~rvqkit.errors.AudioError` naming its row. Other keyword arguments go to
     ``Dataset.map`` (e.g. ``desc``, ``cache_file_name``; a fingerprint of the model and settings is
     set for caching).
@@ -45,7 +47,7 @@ def encode_dataset(
         for i, value in zip(indices, batch[column], strict=True):
             payload = (value.get("bytes") or value.get("path") or b"") if value else b""
             loaded.append(load_item(i, payload, spec))
-        results = encode_loaded(codec, loaded, bandwidth, max_samples)
+        results = encode_loaded(codec, loaded, bandwidth, max_samples, lstm_batch)
         for r in results:
             if not r.ok:
                 raise AudioError(f"row {r.index}: {r.reason} ({r.message})")
@@ -58,7 +60,7 @@ def encode_dataset(
         return out
 
     fingerprint = hashlib.sha256(
-        f"{dataset._fingerprint}|{codec.name}|{codec.weights_sha256}|{n_q}|{column}|{codes_column}".encode()
+        f"{dataset._fingerprint}|{codec.name}|{codec.weights_sha256}|{n_q}|{lstm_batch > 1}|{column}|{codes_column}".encode()
     ).hexdigest()[:32]
     map_kwargs.setdefault("new_fingerprint", fingerprint)
     source = undecoded(dataset, column)

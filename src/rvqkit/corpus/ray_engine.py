@@ -19,7 +19,7 @@ import numpy as np
 
 from ..codec import Codec
 from ..runtime import tune_allocator
-from .encoding import auto_batch_samples, encode_loaded
+from .encoding import CPU_LSTM_BATCH, auto_batch_samples, encode_loaded
 from .items import CorpusError, Item, Result
 from .loading import LoadSpec, load_item
 from .sources import Source
@@ -38,6 +38,7 @@ class CodecActor:
         spec: LoadSpec,
         batch_seconds: float | None,
         threads: int | None,
+        lstm_batch: int = CPU_LSTM_BATCH,
     ):
         import torch
 
@@ -45,7 +46,7 @@ class CodecActor:
         if threads:
             torch.set_num_threads(threads)
         self.codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
-        self.bandwidth, self.spec = bandwidth, spec
+        self.bandwidth, self.spec, self.lstm_batch = bandwidth, spec, lstm_batch
         self.max_samples = auto_batch_samples(self.codec, batch_seconds)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -53,7 +54,7 @@ class CodecActor:
         for index, path, data in zip(batch["index"], batch["path"], batch["data"], strict=True):
             payload = bytes(data) if data is not None and len(data) else str(path)
             loaded.append(load_item(int(index), payload, self.spec))
-        return pack(encode_loaded(self.codec, loaded, self.bandwidth, self.max_samples))
+        return pack(encode_loaded(self.codec, loaded, self.bandwidth, self.max_samples, self.lstm_batch))
 
 
 def pack(results: Sequence[Result]) -> dict[str, np.ndarray]:
@@ -109,6 +110,7 @@ def run_ray(
     bandwidth: float,
     device: str = "cpu",
     batch_seconds: float | None = None,
+    lstm_batch: int = CPU_LSTM_BATCH,
     address: str | None = None,
     num_actors: int | None = None,
 ) -> None:
@@ -150,6 +152,7 @@ def run_ray(
             "spec": spec,
             "batch_seconds": batch_seconds,
             "threads": None if gpu else 1,
+            "lstm_batch": lstm_batch,
         },
         batch_size=ITEMS_PER_CALL,
         batch_format="numpy",

@@ -37,7 +37,18 @@ MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 TMP_MARK = ".tmp-"
 # settings that must match for a re-run to resume an existing output folder
-JOB_KEYS = ("model", "bandwidth", "n_q", "codes", "shard_size", "num_items", "source", "filters", "tokens")
+JOB_KEYS = (
+    "model",
+    "bandwidth",
+    "n_q",
+    "lstm_batched",
+    "codes",
+    "shard_size",
+    "num_items",
+    "source",
+    "filters",
+    "tokens",
+)
 
 
 def shard_name(k: int, num_shards: int) -> str:

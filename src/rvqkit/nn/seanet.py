@@ -102,13 +102,18 @@ class ResnetBlock(StreamingModule):
         pending = short if state.pending is None else torch.cat([state.pending, short], dim=-1)
         n = y.shape[-1]
         state.pending = pending[..., n:]
-        return pending[..., :n] + y
+        return y.add_(pending[..., :n])  # == shortcut + y, bit for bit; y is this step's own output
 
 
 class _Sequential(StreamingModule):
     """A list of layers run in order; the LSTM is the one layer that returns a state beside its output."""
 
     layers: nn.ModuleList
+
+    def __init__(self, layers: list[nn.Module] | None = None) -> None:
+        super().__init__()
+        if layers is not None:
+            self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
@@ -144,6 +149,15 @@ class SEANetEncoder(_Sequential):
             _conv(cfg, dim, cfg.hidden_size, cfg.last_kernel_size),
         ]
         self.layers = nn.ModuleList(layers)
+
+    def split_at_lstm(self) -> tuple[_Sequential, SLSTM, _Sequential]:
+        """The layers before the LSTM, the LSTM, and the layers after it: views that share this encoder's
+        modules (not registered in it, so its state dict is unchanged). ``tail(lstm(head(x))[0])`` is
+        ``self(x)``; the head and tail stream like the whole encoder."""
+        k = next(i for i, layer in enumerate(self.layers) if isinstance(layer, SLSTM))
+        lstm = self.layers[k]
+        assert isinstance(lstm, SLSTM)
+        return _Sequential(list(self.layers[:k])), lstm, _Sequential(list(self.layers[k + 1 :]))
 
 
 class SEANetDecoder(_Sequential):
