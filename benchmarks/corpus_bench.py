@@ -9,7 +9,8 @@ Hugging Face folder, and times, on the same corpus and weights:
 (b) ``rvqkit corpus encode CORPUS OUT --model HF_FOLDER --bandwidth 6`` (a subprocess, default settings);
 (c) the same with ``--engine ray`` (a local Ray instance started by the command);
 optionally (``--methods abc1``) (a1): loop (a) with ``torch.set_num_threads(1)``, to show how much of the
-difference is torch threads competing for busy cores.
+difference is torch threads competing for busy cores; and (``--methods abcm``) (m): rvqkit's model alone
+on audio decoded beforehand, the floor under (b) on the machine.
 
 Wall seconds of (b) and (c) are the whole command (Python start-up, model loading, Ray start-up included);
 the table also gives the pipeline's own time (its summary line's RTF × audio seconds). Then the codes of
@@ -230,11 +231,61 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> tuple[int
     return files, bad_files, bad_frames, frames, bad_codes
 
 
-def code_checks(model, codes: dict[str, dict[str, np.ndarray]], device: str) -> list[str]:
-    """Report lines comparing (b) and (c) with (a), every file; files that differ are encoded again as in
-    (a) but with one torch thread (what rvqkit's defaults use on 2 cores) to tell thread-count near-ties
-    from real differences."""
+def model_only(model_dir: Path, paths: list[Path], device: str) -> Run:
+    """(m), not one of the issue's methods: the floor under (b) on this machine. Every file is read and
+    resampled first (untimed) as the corpus workers do; then only rvqkit's model is timed, with the
+    corpus defaults (``encode_loaded``: length-sorted batches, LSTM batched across items), with
+    ``rvqkit.tune_allocator()`` as the CLI applies it. No decoding, no Parquet, no start-up."""
+    import rvqkit
+    from rvqkit import Codec
+    from rvqkit.corpus.encoding import auto_batch_samples, encode_loaded
+    from rvqkit.corpus.loading import LoadSpec, load_item
+
+    rvqkit.tune_allocator()  # process-wide: run (m) after the other methods
+    codec = Codec.from_pretrained(model_dir, device=device)
+    spec = LoadSpec(codec.sample_rate, codec.channels)
+    t0 = time.perf_counter()
+    loaded = [load_item(i, str(p), spec) for i, p in enumerate(paths)]
+    load_s = time.perf_counter() - t0
+    audio_s = sum(it.num_samples / it.sample_rate for it in loaded)
+    t0 = time.perf_counter()
+    results = encode_loaded(codec, loaded, BANDWIDTH, auto_batch_samples(codec))
+    wall = time.perf_counter() - t0
+    assert all(r.ok for r in results)
+    note = (
+        f"reading and resampling the {len(paths)} files beforehand took {load_s:.1f} s in one process "
+        "(untimed here; (b) does it in a niced worker process on the same cores)"
+    )
+    label = "(m) rvqkit's model alone on the decoded audio (not an issue method)"
+    return Run(label, len(paths), audio_s, wall, note=note)
+
+
+def _rvqkit_codes(model_dir: Path, paths: list[str], device: str, threads: int, lstm_batch: int) -> dict:
+    """Files encoded one at a time by ``rvqkit.Codec.encode`` (audio prepared as in (a)), with ``threads``
+    torch threads and the given ``lstm_batch``."""
+    from rvqkit import Codec
+
+    codec = Codec.from_pretrained(model_dir, device=device)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    out = {}
+    try:
+        for p in paths:
+            x, sr = sf.read(p, dtype="float32", always_2d=True)
+            y = soxr.resample(x.mean(axis=1), sr, MODEL_RATE, quality="HQ").astype(np.float32)
+            out[p] = codec.encode(y, MODEL_RATE, bandwidth=BANDWIDTH, lstm_batch=lstm_batch).codes[0].numpy()
+    finally:
+        torch.set_num_threads(saved)
+    return out
+
+
+def code_checks(model_dir: Path, codes: dict[str, dict[str, np.ndarray]], device: str) -> list[str]:
+    """Report lines comparing (b) and (c) with (a), every file. The files that differ are encoded again one
+    at a time by ``rvqkit.Codec.encode`` to tell where the difference comes from: (b) and (c) batch the
+    encoder's LSTM across items (``--lstm-batch 8``), which rounds about 1e-7 differently from a batch of
+    one; (c)'s Ray actors also run one torch thread each."""
     lines = []
+    threads = {"b": torch.get_num_threads(), "c": 1}
     for key in ("b", "c"):
         if key not in codes:
             continue
@@ -247,17 +298,17 @@ def code_checks(model, codes: dict[str, dict[str, np.ndarray]], device: str) -> 
             p for p in codes["a"] if p in codes[key] and not np.array_equal(codes["a"][p], codes[key][p])
         ]
         if differing:
-            saved = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                again = {p: naive_encode(model, Path(p), device)[0] for p in differing}
-            finally:
-                torch.set_num_threads(saved)
-            _, bf1, bfr1, _, _ = compare(again, codes[key])
+            t = threads[key]
+            alone = _rvqkit_codes(model_dir, differing, device, t, lstm_batch=8)
+            _, bf8, bfr8, _, _ = compare(alone, codes[key])
             line += (
-                f"; (a) redone with 1 torch thread on those {len(differing)} files: "
-                f"{bf1} still differ ({bfr1} frames)"
+                f". Those {len(differing)} files encoded one at a time by `Codec.encode(..., lstm_batch=8)` "
+                f"with {t} torch thread(s): {bf8} differ from ({key}) ({bfr8} frames)"
             )
+            if key == "b":
+                exact = _rvqkit_codes(model_dir, differing, device, t, lstm_batch=1)
+                _, bf1, bfr1, _, _ = compare(codes["a"], exact)
+                line += f"; with `lstm_batch=1` (a batch of one, as transformers): {bf1} differ from (a) ({bfr1} frames)"
         lines.append(line)
     return lines
 
@@ -315,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         "--methods",
         default="abc",
         help="which of (a) naive loop, (b) rvqkit local, (c) rvqkit Ray (default abc); "
-        "'1' adds the naive loop with one torch thread",
+        "'1' adds the naive loop with one torch thread, 'm' rvqkit's model alone on pre-decoded audio",
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", type=Path, help="report file (default benchmarks/results/corpus_<UTC date>.md)")
@@ -357,8 +408,11 @@ def main(argv: list[str] | None = None) -> None:
                 runs.append(rvqkit_cli(corpus, out, model_dir, args.device, extra, label))
                 codes[key] = read_codes(out)
                 print(f"{key} done: {runs[-1].wall_seconds:.1f} s, load {_load()}", file=sys.stderr)
+        if "m" in args.methods:  # after the others: it sets the allocator for this process
+            runs.append(model_only(model_dir, paths, args.device))
+            print(f"(m) done: {runs[-1].wall_seconds:.1f} s, load {_load()}", file=sys.stderr)
         load_after = _load()
-        checks = code_checks(model, codes, args.device) if "a" in codes else []
+        checks = code_checks(model_dir, codes, args.device) if "a" in codes else []
 
     exts = sorted({p.suffix[1:] for p in paths})
     date = datetime.now(timezone.utc)

@@ -73,7 +73,7 @@ def encode(
     batch_seconds: Annotated[
         float | None,
         typer.Option(
-            "--batch-seconds", help="Audio seconds per model call (default: from GPU memory; 60 on CPU)."
+            "--batch-seconds", help="Audio seconds per model call (default: from GPU memory; 240 on CPU)."
         ),
     ] = None,
     min_duration: Annotated[

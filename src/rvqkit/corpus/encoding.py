@@ -19,7 +19,10 @@ from ..codec import Codec
 from ..model import segment_bounds
 from .items import Loaded, Result
 
-CPU_BATCH_SECONDS = 60.0  # audio seconds per model call on CPU: memory is plentiful, calls are slow
+#: Audio seconds per model call on CPU: enough for 8 items of 30 s to share the LSTM's calls
+#: (:data:`CPU_LSTM_BATCH`). The convolutions still run item by item (in 2 s blocks for long items), so a
+#: call holds the audio plus the LSTM's input and output, 2 x 512 floats per frame (about 55 MB).
+CPU_BATCH_SECONDS = 240.0
 #: On CPU, items (or 48 kHz segments) whose encoder LSTM runs as one batch (see
 #: :meth:`rvqkit.model.EncodecModel.embed_items`); 1 runs each item alone, as ``Codec.encode`` does by
 #: default. Measured per item and LSTM step: 36 us alone, 10 us in a batch of 8, 9.8 us in one of 16.

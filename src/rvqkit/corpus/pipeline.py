@@ -35,7 +35,7 @@ from .tokenize import TokenSpec, token_columns
 DEFAULT_SHARD_SIZE = 1000
 DEFAULT_WINDOW = 256
 DEFAULT_MIN_DURATION = 0.05  # seconds
-WINDOW_BATCHES = 8  # a window holds at most this many batches' worth of audio
+WINDOW_BATCHES = 2  # a window holds at most this many batches' worth of audio (480 s on CPU)
 WORKER_NICENESS = 10  # decoding workers yield the CPU to the model's threads
 
 
@@ -236,7 +236,7 @@ def encode_corpus(
             whatever its batch; they can differ from ``Codec.encode``'s default (1, a batch of one as
             the reference implementations) at rare near-ties. 1: each item exactly as ``Codec.encode``.
         window: items sorted by length together before batching.
-        batch_seconds: audio seconds per model call (default: from free GPU memory, 60 s on CPU).
+        batch_seconds: audio seconds per model call (default: from free GPU memory, 240 s on CPU).
         min_duration, max_duration: accepted item durations in seconds; others go to ``errors.jsonl``.
         tokens: token layouts to write beside the codes: names (``flatten``, ``codebook``, ``delay``,
             ``parallel``, built with ``token_offset`` / ``token_begin`` / ``token_end``) or
