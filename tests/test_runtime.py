@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -34,3 +35,19 @@ print(before, faults())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     before, after = map(int, out.split())
     assert after < before / 10, (before, after)
+
+
+def test_tune_allocator_bounds_onednn_primitive_cache_unless_set():
+    from rvqkit.runtime import PRIMITIVE_CACHE_CAPACITY
+
+    code = "import os, rvqkit; rvqkit.tune_allocator(); print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+
+    def capacity(environ: dict[str, str]) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environ
+        )
+        return out.stdout.strip()
+
+    assert capacity(env) == str(PRIMITIVE_CACHE_CAPACITY)
+    assert capacity({**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "2048"}) == "2048"  # the user's setting wins

@@ -8,18 +8,26 @@ about 15 % of its time. Keeping freed memory in the process removes them (the sa
 with jemalloc or tcmalloc, which need ``LD_PRELOAD`` before the process starts; ``mallopt`` works at
 any time). The cost: memory freed after a peak stays with the process for reuse instead of going back
 to the system.
+
+It also bounds oneDNN's primitive cache (compiled convolution and LSTM kernels, one per input shape) at
+:data:`PRIMITIVE_CACHE_CAPACITY` entries instead of oneDNN's 1,024. Inputs of many lengths (a corpus)
+each add primitives: measured on the benchmark corpus of 300 files, 1.84 GB peak resident memory with
+the default, 1.29 GB with 256, at the same speed; 64 was too few for one 24 kHz encode + decode (its
+layers at three block widths), 23 % slower.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # bytes: glibc's maximum; larger blocks are still mapped individually
 TRIM_THRESHOLD = 1 << 30  # bytes of free memory at the top of the heap kept before trimming
+PRIMITIVE_CACHE_CAPACITY = 256  # oneDNN primitives kept (ONEDNN_PRIMITIVE_CACHE_CAPACITY)
 
 _tuned: bool | None = None
 
@@ -29,7 +37,10 @@ def tune_allocator() -> bool:
 
     Equivalent to starting Python with
     ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824``.
+    Also sets ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` to :data:`PRIMITIVE_CACHE_CAPACITY` unless it is set
+    already; oneDNN reads it when it first builds a primitive, so call this before running a model.
     """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))
     global _tuned
     if _tuned is None:
         _tuned = False
