@@ -528,6 +528,32 @@ def test_cli_compress_decompress(meta_24k, lms, tmp_path, codecs):
     assert r.exit_code == 1 and "--lm-model" in r.output
 
 
+def test_cli_compress_failing_mid_write_keeps_the_old_file(meta_24k, tmp_path, monkeypatch):
+    """The .ecdc is written to a temporary file and renamed: a write that fails halfway leaves the
+    existing output as it was (with --overwrite) and no temporary file."""
+    import soundfile as sf
+
+    import rvqkit.bitstream
+    from rvqkit.cli import app, load_commands
+
+    load_commands()
+    wav = tmp_path / "in.wav"
+    sf.write(wav, signal("24")[0], 24000)
+    out = tmp_path / "out.ecdc"
+    out.write_bytes(b"previous")
+
+    def failing(f, encoded, lm=None):
+        f.write(b"ECDC half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rvqkit.bitstream, "write_ecdc", failing)
+    args = ["compress", str(wav), str(out), "-b", "6", "--model", str(meta_24k[1]), "--overwrite"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code != 0 and "disk full" in r.output and "Traceback" not in r.output
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.ecdc"]
+
+
 def test_entropy_lm_state_is_explicit():
     lm = EntropyLM(LMConfig(n_q=2, num_layers=1, past_context=3)).eval()
     s0 = lm.initial_state()

@@ -75,6 +75,7 @@ def compress(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compress audio to an .ecdc file, bit-compatible with Meta's `encodec` tool."""
+    from ..atomic import write_atomic
     from ..audio import read_audio
     from ..bitstream import write_ecdc
     from ..lm import torch_threads
@@ -86,14 +87,13 @@ def compress(
     model_lm = _resolve_lm(lm_model, codec.name, model) if lm else None
     with err.status(f"Encoding {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):
         encoded = codec.encode(audio, sr, bandwidth=bandwidth)
-    tmp = output.with_name(output.name + ".part")
-    try:
-        status = err.status("Writing" + (" (entropy coding)" if lm else "") + " ...")
-        with open(tmp, "wb") as f, status, torch_threads(threads):
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f, torch_threads(threads):
             write_ecdc(f, encoded, lm=model_lm)
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    with err.status("Writing" + (" (entropy coding)" if lm else "") + " ..."):
+        write_atomic(output, write)  # a failed or killed run never leaves a truncated .ecdc
     seconds = int(encoded.lengths[0]) / codec.sample_rate
     size = output.stat().st_size
     err.print(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import TMP_MARK, write_atomic
 from .items import CorpusError, Item, Result
 
 FORMAT = "rvqkit-corpus"
@@ -35,7 +36,6 @@ DATA_DIR = "data"
 RECORD_DIR = "records"
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
-TMP_MARK = ".tmp-"
 # settings that must match for a re-run to resume an existing output folder
 JOB_KEYS = (
     "model",
@@ -53,27 +53,6 @@ JOB_KEYS = (
 
 def shard_name(k: int, num_shards: int) -> str:
     return f"shard-{k:05d}-of-{num_shards:05d}.parquet"
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp)`` to a temporary file next to ``path``, fsync it, rename it into place."""
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
