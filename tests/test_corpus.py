@@ -220,6 +220,8 @@ def test_datasets_sources_and_map_api(corpus, codec24, tmp_path):
         assert outs[-1]["id"].to_pylist() == ["utt0", "utt1", "utt2"]
         assert outs[-1]["text"].to_pylist() == ["text 0", "text 1", "text 2"]
     assert outs[0]["codes"].equals(outs[1]["codes"])
+    with pytest.raises(CorpusError, match="lstm_batch must be at least 1"):
+        encode_dataset(ds, codec24, 6.0, lstm_batch=0)
     mapped = encode_dataset(ds, codec24, 6.0, batch_size=2)
     assert mapped.features["audio"] == ds.features["audio"]  # audio column kept as it was
     assert str(mapped.features["codes"].feature.feature.dtype) == "int16"
@@ -326,6 +328,14 @@ def test_rerun_is_idempotent_and_refuses_other_settings(corpus, codec24, tmp_pat
         encode_corpus(
             root / "speaker_a", out, codec24, 6.0, workers=0, shard_size=2, lstm_batch=1, progress=False
         )
+    # a folder written before the option existed (no key) was encoded as --lstm-batch 1 and says so
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["lstm_batched"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorpusError, match="encoded with --lstm-batch 1"):
+        encode_corpus(root / "speaker_a", out, codec24, 6.0, workers=0, shard_size=2, progress=False)
+    manifest["lstm_batched"] = True
+    (out / "manifest.json").write_text(json.dumps(manifest))
     # any batch of 2 or more gives the same codes: such a setting resumes
     again = encode_corpus(
         root / "speaker_a", out, codec24, 6.0, workers=0, shard_size=2, lstm_batch=3, progress=False

@@ -73,6 +73,24 @@ def test_embed_items_do_not_depend_on_the_other_items(which, seconds, request):
                 start += model.cfg.segment_stride or n
 
 
+def test_long_pieces_run_alone_as_embed_segment(codec24):
+    """Pieces over lstm_batch_max_seconds skip the batched LSTM (memory): exactly embed_segment's result,
+    whatever their batch; shorter ones in the same call are batched as usual."""
+    model = codec24.model
+    items = _items(24000, 1, [2.6, 0.8, 1.3])
+    before = model.lstm_batch_max_seconds
+    model.lstm_batch_max_seconds = 2.0
+    try:
+        with torch.inference_mode():
+            together = model.embed_items(items, 8)
+            long_alone = model.embed_segment(items[0][None])[0]
+            short_alone = model.embed_items(items[1:2], 8)[0][0][0]
+    finally:
+        model.lstm_batch_max_seconds = before
+    assert torch.equal(together[0][0][0], long_alone)
+    assert torch.equal(together[1][0][0], short_alone)
+
+
 def test_codec_encode_lstm_batch(codec24, codec48):
     for codec in (codec24, codec48):
         items = _items(codec.sample_rate, codec.channels, [0.6, 2.3, 1.1])

@@ -163,7 +163,7 @@ class Codec:
 
         ``lstm_batch`` (CPU, many items): 2 or more runs the encoder's LSTM over that many items (or
         48 kHz segments) at once, the rest of the network item by item
-        (:meth:`EncodecModel.embed_items`): about 1.3x faster on many items. An item's codes then do not
+        (:meth:`EncodecModel.embed_items`): about 1.15x faster on many items. An item's codes then do not
         depend on the other items, but can differ from the default's (a batch of one, as the reference
         implementations) at rare near-ties: the batched LSTM rounds about 1e-7 differently.
         """

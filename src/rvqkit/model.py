@@ -69,10 +69,11 @@ class EncodecModel(nn.Module):
         self.encoder = SEANetEncoder(cfg)
         self.quantizer = ResidualVectorQuantizer(cfg.num_quantizers, cfg.codebook_size, cfg.hidden_size)
         self.decoder = SEANetDecoder(cfg)
-        #: Most 48 kHz segments that run through the network as one batch. 1 (one segment at a time, as
-        #: the references) is exact and, on CPU, also the fastest: a batch of 1 s segments outgrows the
-        #: caches, and batched LSTM matrix products round differently (measured: 1-2 of 72,000 codes of a
-        #: 30 s signal at 24 kbps differ from the references with 4 or more). Larger batches are for GPUs.
+        #: Most 48 kHz segments that run through the network as one batch in :meth:`encode`. 1 (one
+        #: segment at a time, as the references) is exact and, on CPU, also the fastest: a batch of 1 s
+        #: segments outgrows the caches, and batched LSTM matrix products round differently (measured:
+        #: 1-2 of 72,000 codes of a 30 s signal at 24 kbps differ from the references with 4 or more).
+        #: Larger batches are for GPUs; :meth:`embed_items` batches only the LSTM, for corpus encoding.
         self.segment_batch = 1
         #: Long signals of the causal (24 kHz) model run through the network in blocks of this many
         #: samples (2 s; for a batch, that many in all but at least 1 s per item), carrying the streaming
@@ -84,6 +85,9 @@ class EncodecModel(nn.Module):
         #: unchanged; transposed convolutions round by width with two threads (decoded audio within
         #: ~1e-7). None: always the whole signal at once.
         self.block_length: int | None = 2 * cfg.sampling_rate if cfg.use_causal_conv else None
+        #: :meth:`embed_items` batches the LSTM of pieces up to this long (seconds); longer ones run alone,
+        #: in blocks, to bound memory (8 rows of 60 s: about 300 MB of precomputed LSTM input products).
+        self.lstm_batch_max_seconds = 60.0
 
     # -- one segment -------------------------------------------------------------------------------
     def segment_scale(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -157,12 +161,18 @@ class EncodecModel(nn.Module):
         runs alone through the last layers. A batch-1 LSTM is memory-bound on CPU (each time step reads
         the whole 4 MiB recurrent matrix for one row); 8 rows cost 2.4x one, not 8x.
 
-        Exactness: oneDNN's LSTM gives a row the same floats in any batch of 2 or more, whatever the
-        other rows and the padded length (``tests/test_lstm_batch.py``), but a batch of one takes another
-        kernel whose floats differ by about 1e-7. A lone piece therefore runs beside a zero row: each
-        item's embeddings are the same whichever items share its calls, and may differ from
+        Exactness: oneDNN's LSTM gives a row the same floats in batches of 2 or more, whatever the other
+        rows and the padded length (measured on this project's CPUs with up to 12 rows and 1-2 threads:
+        ``tests/test_lstm_batch.py``), but a batch of one takes another kernel whose floats differ by
+        about 1e-7. A lone piece therefore runs beside a zero row (``lstm_batch`` below 2 runs as 2):
+        each item's embeddings are the same whichever items share its calls, and may differ from
         :meth:`encode`'s (a batch of one, as the references) by about 1e-7, which flips a code only at a
         near-tie.
+
+        Pieces longer than :attr:`lstm_batch_max_seconds` run alone, exactly as :meth:`embed_segment`
+        (in 2 s blocks), so that memory stays bounded: a whole-length LSTM call precomputes its input
+        products for every time step (4 x 512 floats per frame and row). That choice depends only on the
+        piece's own length, so it too is the same whatever the batch.
         """
         head, lstm, tail = self.encoder.split_at_lstm()
         pieces = [
@@ -172,7 +182,13 @@ class EncodecModel(nn.Module):
         ]
         out: list[list[Embedded]] = [[] for _ in items]
         results: list[Embedded | None] = [None] * len(pieces)
-        order = sorted(range(len(pieces)), key=lambda p: pieces[p][1].shape[-1])
+        longest = int(self.lstm_batch_max_seconds * self.cfg.sampling_rate)
+        for p, (_, x) in enumerate(pieces):
+            if x.shape[-1] > longest:
+                results[p] = self.embed_segment(x)
+        order = sorted(
+            (p for p in range(len(pieces)) if results[p] is None), key=lambda p: pieces[p][1].shape[-1]
+        )
         size = max(2, lstm_batch)
         for g in range(0, len(order), size):
             group = order[g : g + size]

@@ -65,8 +65,8 @@ def encode(
         int,
         typer.Option(
             "--lstm-batch",
-            help="On CPU, items whose encoder LSTM runs as one batch (faster; 1: each item exactly as "
-            "`rvqkit encode`, which can differ at rare near-ties).",
+            help="On CPU, items whose encoder LSTM runs as one batch (faster; codes can differ from "
+            "`rvqkit encode`'s at rare near-ties). 1: every item exactly as `rvqkit encode`. Ignored on GPU.",
         ),
     ] = 8,
     window: Annotated[int, typer.Option("--window", help="Items sorted by length together.")] = 256,

@@ -10,6 +10,7 @@ import numpy as np
 from ..codec import Codec
 from ..errors import AudioError
 from .encoding import CPU_LSTM_BATCH, auto_batch_samples, encode_loaded
+from .items import CorpusError
 from .loading import LoadSpec, load_item
 from .sources import find_audio_column, undecoded
 
@@ -36,6 +37,8 @@ def encode_dataset(
     ``Dataset.map`` (e.g. ``desc``, ``cache_file_name``; a fingerprint of the model and settings is
     set for caching).
     """
+    if lstm_batch < 1:
+        raise CorpusError(f"lstm_batch must be at least 1, got {lstm_batch}")
     column = find_audio_column(dataset, audio_column)
     original = dataset.features[column]
     n_q = codec.n_q_for(bandwidth)

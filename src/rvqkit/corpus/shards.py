@@ -167,10 +167,14 @@ class OutputDir:
         if old is not None and not overwrite:
             if old.get("format") != FORMAT:
                 raise CorpusError(f"{self.manifest_path} is not an rvqkit corpus manifest")
+            old = {"lstm_batched": False, **old}  # written before the LSTM was batched: as --lstm-batch 1
             diff = [k for k in JOB_KEYS if old.get(k) != job.get(k)]
             if diff:
+                hint = ""
+                if "lstm_batched" in diff:
+                    hint = f" (it was encoded with --lstm-batch {'8' if old['lstm_batched'] else '1'})"
                 raise CorpusError(
-                    f"{self.root} holds a job with other settings ({', '.join(diff)} differ); "
+                    f"{self.root} holds a job with other settings ({', '.join(diff)} differ){hint}; "
                     "use another output folder, or --overwrite to replace it"
                 )
         elif old is None and self.root.is_dir() and any(self.root.iterdir()) and not overwrite:
