@@ -162,7 +162,7 @@ class EncodecModel(nn.Module):
         the whole 4 MiB recurrent matrix for one row); 8 rows cost 2.4x one, not 8x.
 
         Exactness: oneDNN's LSTM gives a row the same floats in batches of 2 or more, whatever the other
-        rows and the padded length (measured on this project's CPUs with up to 12 rows and 1-2 threads:
+        rows and the padded length (measured on this project's CPU with up to 64 rows and 1-2 threads:
         ``tests/test_lstm_batch.py``), but a batch of one takes another kernel whose floats differ by
         about 1e-7. A lone piece therefore runs beside a zero row (``lstm_batch`` below 2 runs as 2):
         each item's embeddings are the same whichever items share its calls, and may differ from
