@@ -176,15 +176,17 @@ class Codec:
         n_seg = [len(segment_bounds(self.config, n)) for n in item_lengths]
         codes = torch.zeros(len(items), n_q, max(frame_lengths), dtype=torch.long)
         scales = torch.zeros(len(items), max(n_seg)) if self.config.normalize else None
-        if lstm_batch > 1 and self.device.type == "cpu":
-            for i, (c, s) in enumerate(self.model.encode_items(items, n_q, lstm_batch)):
-                codes[i, :, : c.shape[-1]] = c
-                if scales is not None and s is not None:
-                    scales[i, : s.shape[-1]] = s
-            return self.wrap_codes(codes, scales, item_lengths, frame_lengths)
-        for idx in self._model_calls(item_lengths):
-            x = torch.stack([items[i] for i in idx]).to(self.device)
-            c, s = self.model.encode(x, n_q)
+        if lstm_batch > 1 and self.device.type == "cpu":  # (item indices, codes, scales) per item
+            calls = (
+                ([i], c[None], None if s is None else s[None])
+                for i, (c, s) in enumerate(self.model.encode_items(items, n_q, lstm_batch))
+            )
+        else:  # per model call
+            calls = (
+                (idx, *self.model.encode(torch.stack([items[i] for i in idx]).to(self.device), n_q))
+                for idx in self._model_calls(item_lengths)
+            )
+        for idx, c, s in calls:
             codes[idx, :, : c.shape[-1]] = c.cpu()
             if scales is not None and s is not None:
                 scales[idx, : s.shape[-1]] = s.cpu()

@@ -97,11 +97,14 @@ class EncodecModel(nn.Module):
         mono = x.mean(dim=1, keepdim=True)
         return (mono.pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8).view(-1, 1)
 
+    def normalized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A segment ``[B, C, T]`` divided by its scale (when normalising), and the scale."""
+        scale = self.segment_scale(x)
+        return (x, None) if scale is None else (x / scale.view(-1, 1, 1), scale)
+
     def embed_segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings ``[B, D, frames]`` of one segment, and its scale."""
-        scale = self.segment_scale(x)
-        if scale is not None:
-            x = x / scale.view(-1, 1, 1)
+        x, scale = self.normalized(x)
         return self.embed_blocked(x), scale
 
     def embed_blocked(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,10 +197,7 @@ class EncodecModel(nn.Module):
             group = order[g : g + size]
             feats, scales = [], []
             for p in group:
-                x = pieces[p][1]
-                scale = self.segment_scale(x)
-                if scale is not None:
-                    x = x / scale.view(-1, 1, 1)
+                x, scale = self.normalized(pieces[p][1])
                 feats.append(_run_in_blocks(head, x, self.block_length, self.cfg.sampling_rate))
                 scales.append(scale)
             width = max(f.shape[-1] for f in feats)

@@ -38,7 +38,8 @@ def tune_allocator() -> bool:
     Equivalent to starting Python with
     ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824``.
     Also sets ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` to :data:`PRIMITIVE_CACHE_CAPACITY` unless it (or the
-    older ``DNNL_PRIMITIVE_CACHE_CAPACITY``) is set already; oneDNN reads it when it first builds a primitive, so call this before running a model.
+    older ``DNNL_PRIMITIVE_CACHE_CAPACITY``) is set already; oneDNN reads it when it first builds a
+    primitive, so call this before running a model.
     """
     if "DNNL_PRIMITIVE_CACHE_CAPACITY" not in os.environ:  # oneDNN's older name, also a user's choice
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE_CAPACITY))

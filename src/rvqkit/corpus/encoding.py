@@ -92,10 +92,10 @@ def _encode_group(codec: Codec, audio: list[np.ndarray], bandwidth: float, lstm_
 @torch.inference_mode()
 def _encode_segments(codec: Codec, audio: list[np.ndarray], n_q: int) -> list[tuple]:
     """Segmented models (48 kHz: 1 s segments) on a GPU: segments of *equal length* share one model
-    call even when they come from items of different lengths (on CPU, ``Codec.encode`` runs one item
-    per call, which is faster there and exact: see ``Codec._model_calls``). Segments are encoded independently of each other,
-    so this is exactly :meth:`EncodecModel.encode` per item (the same embed_segment + quantizer calls),
-    with the segments of many items batched."""
+    call even when they come from items of different lengths (on CPU, ``Codec.encode`` batches only the
+    LSTM, across segments: see ``EncodecModel.embed_items``). Segments are encoded independently of each
+    other, so this is exactly :meth:`EncodecModel.encode` per item (the same embed_segment + quantizer
+    calls), with the segments of many items batched."""
     cfg = codec.config
     pieces: dict[int, list[tuple[int, int, int, int]]] = defaultdict(
         list
@@ -127,7 +127,7 @@ def iter_encode(
     loaded: Sequence[Loaded],
     bandwidth: float,
     max_samples: int,
-    lstm_batch: int = CPU_LSTM_BATCH,
+    lstm_batch: int,
 ) -> Iterator[list[Result]]:
     """Results for ``loaded``, a list per model batch (errors first, then batches in length order).
     ``lstm_batch``: see :data:`CPU_LSTM_BATCH` (an item's codes do not depend on its batch).

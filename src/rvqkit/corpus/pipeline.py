@@ -162,7 +162,7 @@ def run_local(
     max_samples: int,
     workers: int,
     window: int,
-    lstm_batch: int = CPU_LSTM_BATCH,
+    lstm_batch: int,
 ) -> None:
     """The local engine: windows of ``window`` items (or of ``WINDOW_BATCHES`` batches' worth of audio,
     whichever is less), sorted by length inside a window and batched. The workers load up to one more

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..codec import Codec
 from ..runtime import tune_allocator
-from .encoding import CPU_LSTM_BATCH, auto_batch_samples, encode_loaded
+from .encoding import auto_batch_samples, encode_loaded
 from .items import CorpusError, Item, Result
 from .loading import LoadSpec, load_item
 from .sources import Source
@@ -38,7 +38,7 @@ class CodecActor:
         spec: LoadSpec,
         batch_seconds: float | None,
         threads: int | None,
-        lstm_batch: int = CPU_LSTM_BATCH,
+        lstm_batch: int,
     ):
         import torch
 
@@ -110,7 +110,7 @@ def run_ray(
     bandwidth: float,
     device: str = "cpu",
     batch_seconds: float | None = None,
-    lstm_batch: int = CPU_LSTM_BATCH,
+    lstm_batch: int,
     address: str | None = None,
     num_actors: int | None = None,
 ) -> None:

@@ -172,7 +172,9 @@ class OutputDir:
             if diff:
                 hint = ""
                 if "lstm_batched" in diff:
-                    hint = f" (it was encoded with --lstm-batch {'8' if old['lstm_batched'] else '1'})"
+                    hint = (
+                        f" (it was encoded with --lstm-batch {'2 or more' if old['lstm_batched'] else '1'})"
+                    )
                 raise CorpusError(
                     f"{self.root} holds a job with other settings ({', '.join(diff)} differ){hint}; "
                     "use another output folder, or --overwrite to replace it"
