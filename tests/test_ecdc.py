@@ -25,6 +25,7 @@ from rvqkit.bitstream import (
     compress,
     decompress,
     read_ecdc,
+    read_header,
     write_ecdc,
 )
 from rvqkit.errors import CodesError, RvqkitError, WeightsError
@@ -474,21 +475,31 @@ def test_lm_checkpoint_is_checked(lms, tmp_path):
 
 
 def test_codes_error_not_traceback_for_corrupt_lm_stream(codecs, lms):
+    """A corrupt LM-coded stream gives a BitstreamError or valid codes, never another exception.
+
+    Which flipped bytes become undecodable depends on the float rounding of the random-weight LM (it
+    differs between CPU families), so the flips only assert "an rvqkit error or codes of the declared
+    shape". Failure itself is checked on streams that must fail for any rounding: the entropy-coded
+    payload cut short (arithmetic decoding needs its first bytes to start)."""
     codec = codecs["24"]
     lm = load_lm(lms["24"][1])
     enc = codec.encode(signal("24")[:, :6000], codec.sample_rate, bandwidth=BANDWIDTH)
     fo = io.BytesIO()
     write_ecdc(fo, enc, lm=lm)
-    data = bytearray(fo.getvalue())
-    errors = 0
+    data = fo.getvalue()
+    _, header = read_header(io.BytesIO(data))
     for i in range(70, len(data), 13):
         bad = bytearray(data)
         bad[i] ^= 0xFF
         try:
-            read_ecdc(io.BytesIO(bytes(bad)), lm=lm)
+            out = read_ecdc(io.BytesIO(bytes(bad)), lm=lm)
         except BitstreamError:
-            errors += 1
-    assert errors > 0  # a flipped byte usually changes codes silently (no checksum), but some cannot decode
+            continue
+        assert out.codes.shape[:2] == enc.codes.shape[:2]
+        assert int(out.codes.min()) >= 0 and int(out.codes.max()) < codec.codebook_size
+    for keep in (0, 1):
+        with pytest.raises(BitstreamError):
+            read_ecdc(io.BytesIO(data[: len(header) + keep]), lm=lm)
 
 
 # -- CLI -------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from .audio import AudioWriter, audio_info, check_finite, convert_channels
 from .codec import Codec
 from .encoded import Encoded
 from .errors import AudioError
-from .model import segment_bounds
+from .framing import segment_bounds
 from .stream import CodePacket
 
 Progress = Callable[[float], None]  # called with seconds of input audio done

@@ -14,7 +14,8 @@ from . import audio as audio_io
 from .config import CodecConfig
 from .encoded import Encoded
 from .errors import AudioError, BandwidthError, CodesError, RvqkitError
-from .model import EncodecModel, frames_for_length, segment_bounds
+from .framing import frames_for_length, segment_bounds
+from .model import EncodecModel
 from .quant.rvq import LayerStep
 from .weights import build_model, load_weights
 

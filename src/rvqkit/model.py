@@ -13,32 +13,13 @@ import torch
 from torch import nn
 
 from .config import CodecConfig
+from .framing import overlap_weight, segment_bounds
 from .nn.seanet import SEANetDecoder, SEANetEncoder
 from .nn.streaming import StreamingModule
 from .quant.rvq import ResidualVectorQuantizer
 
 #: A segment's embeddings ``[1, D, frames]`` and its scale ``[1, 1]`` (None when not normalising).
 Embedded = tuple[torch.Tensor, torch.Tensor | None]
-
-
-def segment_bounds(cfg: CodecConfig, length: int) -> list[tuple[int, int]]:
-    """(start, end) sample offsets of the segments a ``length``-sample signal is cut into."""
-    if cfg.segment_length is None:
-        return [(0, length)]
-    stride = cfg.segment_stride
-    assert stride is not None
-    return [(o, min(o + cfg.segment_length, length)) for o in range(0, length, stride)]
-
-
-def frames_for_length(cfg: CodecConfig, length: int) -> int:
-    """Code frames for a signal of ``length`` samples (summed over its segments)."""
-    return sum(math.ceil((e - s) / cfg.hop_length) for s, e in segment_bounds(cfg, length))
-
-
-def overlap_weight(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The references' triangular overlap-add weight for an ``n``-sample segment."""
-    t = torch.linspace(0, 1, n + 2, device=device, dtype=dtype)[1:-1]
-    return 0.5 - (t - 0.5).abs()
 
 
 def _run_in_blocks(

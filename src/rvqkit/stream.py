@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import AudioError, CodesError, RvqkitError
-from .model import overlap_weight
+from .framing import overlap_weight
 from .nn.streaming import split_state, stack_states, state_signature
 
 if TYPE_CHECKING:

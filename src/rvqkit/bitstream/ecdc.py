@@ -35,8 +35,8 @@ import torch
 from ..config import PRESETS, CodecConfig
 from ..encoded import Encoded
 from ..errors import CodesError
+from ..framing import segment_bounds
 from ..lm import EntropyLM, LMConfig, LMState
-from ..model import segment_bounds
 from .arith import (
     ArithmeticDecoder,
     ArithmeticEncoder,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..codec import Codec
-from ..model import segment_bounds
+from ..framing import segment_bounds
 from .items import Loaded, Result
 
 #: Audio seconds per model call on CPU: enough for 8 items of 30 s to share the LSTM's calls

@@ -30,7 +30,7 @@ from .. import audio as audio_io
 from ..codec import Codec
 from ..encoded import Encoded
 from ..errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
-from ..model import frames_for_length, segment_bounds
+from ..framing import frames_for_length, segment_bounds
 from .limits import LimitError, ServerSettings
 from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo, StatsResponse
 
