@@ -1,8 +1,14 @@
 """Audio in and out: read and write files (soundfile), resample (soxr), convert channels and dtypes.
 
 Conventions: arrays are ``[channels, samples]`` float32 in [-1, 1]. Channel conversion follows Meta's
-``convert_audio``: to mono, channels are averaged; mono to stereo, the channel is duplicated; more
-channels than the model takes, the first ones are kept.
+``convert_audio`` and is the same on every path (``Codec.encode``, the CLI, the server): to mono,
+channels are averaged (any number of them); mono to stereo, the channel is duplicated; more channels
+than the model takes, the first ones are kept. The only refusal is an array whose layout is really
+ambiguous: more rows than columns (and more than 2 rows) is most likely ``[samples, channels]``
+(:func:`check_layout`); audio files have no such ambiguity.
+
+Every input rate is at least :data:`MIN_SAMPLE_RATE` Hz: a tiny rate makes a few input bytes resample to
+an unbounded amount of audio (1 Hz to 24 kHz is 24000x).
 """
 
 from __future__ import annotations
@@ -17,6 +23,33 @@ import soxr
 from .errors import AudioError
 
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+MIN_SAMPLE_RATE = 4000  # Hz; the lowest input rate any path takes (telephone audio is 8000 Hz)
+
+
+def check_sample_rate(sample_rate: object, name: str = "sample_rate") -> int:
+    """``sample_rate`` as an int in Hz, or :class:`AudioError` naming ``name`` if it is not an integer
+    (bools refused) of at least :data:`MIN_SAMPLE_RATE`."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise AudioError(f"{name} must be an integer number of Hz, got {sample_rate!r}")
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise AudioError(f"{name} must be at least {MIN_SAMPLE_RATE} Hz, got {int(sample_rate)}")
+    return int(sample_rate)
+
+
+def resampled_length(samples: int, sr_in: int, sr_out: int) -> int:
+    """Samples that ``samples`` at ``sr_in`` Hz become at ``sr_out`` Hz, as :func:`resample` and soxr's
+    streaming resampler give them: ``n * sr_out / sr_in`` rounded half up (exact integer arithmetic)."""
+    return (2 * samples * sr_out + sr_in) // (2 * sr_in)
+
+
+def check_resampled(samples: int, sr_in: int, sr_out: int, what: str = "audio") -> int:
+    """:func:`resampled_length`, or :class:`AudioError` if it is 0 (too short for the model's rate)."""
+    n = resampled_length(samples, sr_in, sr_out)
+    if n == 0:
+        raise AudioError(
+            f"{what} is too short: {samples} samples at {sr_in} Hz resample to 0 samples at {sr_out} Hz"
+        )
+    return n
 
 
 def to_float(x: np.ndarray) -> np.ndarray:
@@ -40,13 +73,23 @@ def check_finite(x: np.ndarray, what: str = "audio") -> None:
         raise AudioError(f"{what} contains NaN or Inf samples (first at flat index {bad})")
 
 
+def check_layout(x: np.ndarray, what: str = "audio") -> None:
+    """Refuse a ``[C, T]`` array that is most likely ``[samples, channels]``: more channels than samples
+    (and more than 2). Only arrays need this; a file's layout is known."""
+    if x.ndim == 2 and x.shape[0] > max(2, x.shape[1]):
+        raise AudioError(
+            f"{what} has {x.shape[0]} channels of {x.shape[1]} samples; arrays are [channels, samples] "
+            "(transpose a [samples, channels] array)"
+        )
+
+
 def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
     """``[C, T]`` to ``[channels, T]`` (see the module docstring for the rule)."""
     c = x.shape[0]
     if c == channels:
         return x
     if channels == 1:
-        return x.mean(axis=0, keepdims=True)
+        return x.mean(axis=0, keepdims=True, dtype=np.float32)
     if c == 1:
         return np.repeat(x, channels, axis=0)
     if c > channels:
@@ -54,12 +97,13 @@ def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
     raise AudioError(f"cannot make {channels} channels from {c}")
 
 
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample ``[C, T]`` from ``sr_in`` to ``sr_out`` Hz with soxr (high quality)."""
+def resample(x: np.ndarray, sr_in: int, sr_out: int, what: str = "audio") -> np.ndarray:
+    """Resample ``[C, T]`` from ``sr_in`` to ``sr_out`` Hz with soxr (high quality). ``sr_in`` must be
+    at least :data:`MIN_SAMPLE_RATE`, and the result at least one sample (else :class:`AudioError`)."""
+    check_sample_rate(sr_in)
     if sr_in == sr_out:
         return x
-    if sr_in <= 0:
-        raise AudioError(f"sample rate must be positive, got {sr_in}")
+    check_resampled(x.shape[-1], sr_in, sr_out, what)
     y = soxr.resample(np.ascontiguousarray(x.T), sr_in, sr_out, quality="HQ")
     return np.ascontiguousarray(np.asarray(y, dtype=np.float32).reshape(-1, x.shape[0]).T)
 
