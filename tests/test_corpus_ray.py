@@ -25,7 +25,7 @@ def test_ray_engine_equals_local_engine(local_ray, hf_24k, tmp_path):
     write_clips(folder, 5, seed=7)
     bad = write_bad_items(folder / "bad")
     codec = Codec.from_pretrained(hf_24k[1])
-    common = dict(shard_size=3, max_duration=1.5, progress=False)
+    common = dict(shard_size=3, max_duration=1.5)
     # Ray's CPU actors run one torch thread each; so does the local run (other thread counts may flip
     # rare near-ties of the codes)
     local = encode_corpus(folder, tmp_path / "local", codec, 6.0, workers=0, threads=1, **common)

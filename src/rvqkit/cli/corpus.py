@@ -1,13 +1,75 @@
-"""``rvqkit corpus encode`` / ``rvqkit corpus decode``: whole corpora to sharded Parquet and back."""
+"""``rvqkit corpus encode`` / ``decode`` / ``stats``: whole corpora to sharded Parquet, back, and
+what they hold."""
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
+from ..errors import RvqkitError
 from . import DEFAULT_MODEL, BandwidthOpt, DeviceOpt, ModelOpt, OverwriteOpt, app, err, user_errors
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# the library's errors name its parameters (``shard_size``, ``overwrite=True``); on the command line
+# they are flags
+PARAMS = [
+    "shard_size",
+    "first_shard_size",
+    "window",
+    "lstm_batch",
+    "threads",
+    "workers",
+    "max_duration",
+    "min_duration",
+    "batch_seconds",
+    "overwrite",
+    "audio_column",
+    "split",
+    "tokens",
+    "model",
+    "limit",
+    "engine",
+]
+_NAMES = "|".join(sorted(PARAMS, key=len, reverse=True))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def cli_message(message: str) -> str:
+    """A library message in the command line's terms: ``overwrite=True`` -> ``--overwrite``,
+    ``split=...`` -> ``--split ...``, ``shard_size must`` -> ``--shard-size must``, ``(tokens)`` ->
+    ``(--tokens)``."""
+    message = re.sub(rf"\b({_NAMES})=True\b", lambda m: _flag(m[1]), message)
+    message = re.sub(rf"\b({_NAMES})=", lambda m: _flag(m[1]) + " ", message)
+    message = re.sub(rf"(^|; )({_NAMES}) must\b", lambda m: m[1] + _flag(m[2]) + " must", message)
+    return re.sub(rf"\(({_NAMES})\)", lambda m: f"({_flag(m[1])})", message)
+
+
+def flag_errors(fn: F) -> F:
+    """Re-raise rvqkit errors with parameter names turned into flags (see :func:`cli_message`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RvqkitError as e:
+            raise type(e)(cli_message(str(e))) from e
+
+    return wrapper  # type: ignore[return-value]
+
 
 StartOverOpt = Annotated[
     bool,
@@ -36,8 +98,53 @@ def _corpus():
     return corpus
 
 
+class EncodeBar:
+    """The ``corpus encode`` progress bar on stderr, fed by the library's progress callback: items
+    encoded, hours of audio and the real-time factor. Started at the first report (so nothing is drawn
+    for a job that fails before encoding), stopped before the summary or an error line."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.console, self.enabled = console, enabled
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __call__(self, p: Any) -> None:
+        from ..corpus.progress import speedup
+
+        if not self.enabled:
+            return
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]encoding"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("items"),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("encode", total=p.total, completed=p.done, stats="")
+        rtf = p.rtf
+        speed = f"RTF {rtf:.3g} ({speedup(rtf)} real time)" if rtf else "RTF -"
+        stats = f"{p.audio_seconds / 3600:.3f} h audio, {speed}, {p.errors} errors"
+        self.progress.update(self.task, completed=p.done, stats=stats)
+
+    def note(self, message: str) -> None:
+        """A line above the bar (or alone when there is none)."""
+        (self.progress.console if self.progress else self.console).print(
+            f"[yellow]note:[/] {escape(message)}", highlight=False
+        )
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
 @corpus_app.command("encode")
 @user_errors
+@flag_errors
 def encode(
     source: Annotated[
         str,
@@ -49,15 +156,27 @@ def encode(
     model: ModelOpt = DEFAULT_MODEL,
     bandwidth: BandwidthOpt = 6.0,
     device: DeviceOpt = "cpu",
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Items per Parquet shard.")] = 1000,
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Items per Parquet shard.")] = 1000,
+    first_shard_size: Annotated[
+        int | None,
+        typer.Option(
+            "--first-shard-size",
+            min=1,
+            help="Items of the first shard, written early so that a job killed soon keeps its work "
+            "(default 16; a resumed job keeps its own).",
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", help="Audio decoding processes (default: cores - 1; 0: in-process)."),
+        typer.Option(
+            "--workers", min=0, help="Audio decoding processes (default: cores - 1; 0: in-process)."
+        ),
     ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
             "--threads",
+            min=1,
             help="torch threads for the model on CPU (default: torch's, all cores; decoding workers run niced).",
         ),
     ] = None,
@@ -65,11 +184,12 @@ def encode(
         int,
         typer.Option(
             "--lstm-batch",
+            min=1,
             help="On CPU, items whose encoder LSTM runs as one batch (faster; codes can differ from "
             "`rvqkit encode`'s at rare near-ties). 1: every item exactly as `rvqkit encode`. Ignored on GPU.",
         ),
     ] = 8,
-    window: Annotated[int, typer.Option("--window", help="Items sorted by length together.")] = 256,
+    window: Annotated[int, typer.Option("--window", min=1, help="Items sorted by length together.")] = 256,
     batch_seconds: Annotated[
         float | None,
         typer.Option(
@@ -124,41 +244,47 @@ def encode(
     from ..corpus.progress import speedup
     from .tokens import parse_special
 
-    with err.status(f"Loading {model} ..."):
+    with err.status(f"Loading {escape(model)} ..."):
         codec = Codec.from_pretrained(model, device=device)
-    summary = corpus.encode_corpus(
-        source,
-        out_dir,
-        codec,
-        bandwidth,
-        device=device,
-        shard_size=shard_size,
-        workers=workers,
-        threads=threads,
-        lstm_batch=lstm_batch,
-        window=window,
-        batch_seconds=batch_seconds,
-        min_duration=min_duration,
-        max_duration=max_duration,
-        audio_column=audio_column,
-        split=split,
-        tokens=tokens or (),
-        token_offset=token_offset,
-        token_begin=parse_special(token_begin, "token-begin"),
-        token_end=parse_special(token_end, "token-end"),
-        codes=codes,
-        engine=engine,
-        ray_address=ray_address,
-        num_actors=num_actors,
-        overwrite=overwrite,
-        progress=not quiet,
-        model_source=model,
-    )
+    bar = EncodeBar(err, enabled=not quiet)
+    try:
+        summary = corpus.encode_corpus(
+            source,
+            out_dir,
+            codec,
+            bandwidth,
+            device=device,
+            shard_size=shard_size,
+            first_shard_size=first_shard_size,
+            workers=workers,
+            threads=threads,
+            lstm_batch=lstm_batch,
+            window=window,
+            batch_seconds=batch_seconds,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            audio_column=audio_column,
+            split=split,
+            tokens=tokens or (),
+            token_offset=token_offset,
+            token_begin=parse_special(token_begin, "token-begin"),
+            token_end=parse_special(token_end, "token-end"),
+            codes=codes,
+            engine=engine,
+            ray_address=ray_address,
+            num_actors=num_actors,
+            overwrite=overwrite,
+            progress=bar,
+            log=bar.note,
+            model_source=model,
+        )
+    finally:
+        bar.stop()
     c = summary.counts
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(c["errors_by_reason"].items()))
     rtf = summary.rtf
     err.print(
-        f"{out_dir}: {c['rows']} rows in {c['shards_with_rows']} shards, {c['errors']} errors"
+        f"{escape(str(out_dir))}: {c['rows']} rows in {c['shards_with_rows']} shards, {c['errors']} errors"
         + (f" ({reasons})" if reasons else "")
         + f", {c['audio_seconds'] / 3600:.3f} h of audio; this run: {summary.shards_written} shards written, "
         f"{summary.shards_resumed} already done"
@@ -169,13 +295,19 @@ def encode(
 
 @corpus_app.command("decode")
 @user_errors
+@flag_errors
 def decode(
     source: Annotated[Path, typer.Argument(help="Corpus output folder or one of its .parquet shards.")],
     out_folder: Annotated[Path, typer.Argument(help="Folder for the WAV files (named by id).")],
     ids: Annotated[
         list[str] | None, typer.Option("--id", help="Decode this id (repeatable); default: all rows.")
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Decode at most this many rows.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=0, help="Write at most this many files (rows whose file exists are skipped)."
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -186,10 +318,106 @@ def decode(
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Decode rows of a corpus output back to audio, for spot-listening."""
+    """Decode rows of a corpus output back to audio, for spot-listening. Without --id, files that
+    exist are skipped (so `--limit 10` again gives the next ten); with --id they are an error unless
+    --overwrite."""
     corpus = _corpus()
+    skipped: list[Path] = []
     with err.status("Decoding ..."):
         written = corpus.decode_corpus(
-            source, out_folder, model, ids=ids, limit=limit, n_q=n_q, device=device, overwrite=overwrite
+            source,
+            out_folder,
+            model,
+            ids=ids,
+            limit=limit,
+            n_q=n_q,
+            device=device,
+            overwrite=overwrite,
+            skipped=skipped.append,
         )
-    err.print(f"wrote {len(written)} files to {out_folder}", highlight=False)
+    note = f" ({len(skipped)} existing files skipped; --overwrite replaces them)" if skipped else ""
+    err.print(f"wrote {len(written)} files to {escape(str(out_folder))}{note}", highlight=False)
+
+
+@corpus_app.command("stats")
+@user_errors
+@flag_errors
+def stats(
+    out_dir: Annotated[Path, typer.Argument(help="Corpus output folder (of `rvqkit corpus encode`).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the statistics as JSON instead of tables.")
+    ] = False,
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", help="Also draw durations, codebook use and code histograms to this PNG."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the PNG if it exists.")] = False,
+) -> None:
+    """Hours, items, errors, per-codebook use (distinct codes, perplexity) and tokens per second of each
+    token layout of a corpus output."""
+    _corpus()
+    from ..corpus.stats import corpus_stats, save_stats_png
+    from . import check_output
+
+    if png is not None:
+        check_output(png, overwrite)
+    with err.status("Reading shards ..."):
+        st = corpus_stats(out_dir)
+    if as_json:
+        typer.echo(json.dumps(st.to_dict(), indent=1))
+    else:
+        Console(soft_wrap=True).print(*stats_tables(st))
+    if png is not None:
+        with err.status("Drawing ..."):
+            save_stats_png(st, png)
+        err.print(f"wrote {escape(str(png))}", highlight=False)
+
+
+def stats_tables(st: Any) -> list[Table]:
+    """The rich tables of ``corpus stats``: summary, codebooks, token layouts."""
+    summary = Table(title=f"corpus {escape(st.out_dir)}", show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column()
+    reasons = ", ".join(f"{k} {v}" for k, v in st.errors_by_reason.items())
+    for key, value in (
+        (
+            "status",
+            st.status + ("" if st.status == "complete" else f" ({st.shards_done}/{st.num_shards} shards)"),
+        ),
+        ("model", f"{st.model}, {st.bandwidth:g} kbps, {st.n_q} codebooks of {st.codebook_size}"),
+        ("audio", f"{st.hours:.3f} h ({st.audio_seconds:.1f} s)"),
+        ("items", str(st.items)),
+        ("rows", str(st.rows)),
+        ("errors", f"{st.errors}" + (f" ({reasons})" if reasons else "")),
+        ("frames", f"{st.frames} ({st.frame_rate:g} per second)"),
+    ):
+        summary.add_row(key, escape(value))
+    books = Table(title="codebook use", title_justify="left")
+    for name in ("codebook", "distinct codes", "used", "entropy (bits)", "perplexity"):
+        books.add_column(name, justify="right")
+    for b in st.codebooks:
+        books.add_row(
+            str(b.codebook),
+            str(b.distinct),
+            f"{100 * b.distinct / st.codebook_size:.1f} %",
+            f"{b.entropy_bits:.2f}",
+            f"{b.perplexity:.1f}",
+        )
+    layouts = Table(title="token layouts, per second of audio", title_justify="left")
+    for name, justify in (
+        ("layout", "left"),
+        ("streams", "right"),
+        ("positions/s", "right"),
+        ("tokens/s", "right"),
+        ("settings", "left"),
+    ):
+        layouts.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in st.layouts:
+        layouts.add_row(
+            r.layout,
+            str(r.streams),
+            f"{r.positions_per_second:.1f}",
+            f"{r.tokens_per_second:.1f}",
+            r.settings,
+        )
+    return [summary, books, layouts]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,29 +51,35 @@ def audio_name(item_id: str) -> Path:
     return Path(*parts).with_name(parts[-1] + ".wav")
 
 
-def read_rows(files: Sequence[Path], ids: Sequence[str] | None = None, limit: int | None = None) -> pa.Table:
-    """Rows of the shards (those with the given ids, or the first ``limit``)."""
-    tables = []
+def _open_shard(f: Path) -> pq.ParquetFile:
+    try:
+        pf = pq.ParquetFile(f)
+    except (OSError, pa.ArrowException) as e:
+        raise CorpusError(f"{f}: not a readable Parquet shard ({e})") from None
+    names = pf.schema_arrow.names
+    has_codes = "codes" in names or any(c.startswith("tokens_") for c in names)
+    if "id" not in names or not has_codes:
+        raise CorpusError(f"{f}: not an rvqkit corpus shard (no id and codes or tokens columns)")
+    return pf
+
+
+def iter_rows(
+    files: Sequence[Path], ids: Sequence[str] | None = None, batch_rows: int = 64
+) -> Iterator[dict]:
+    """Rows of the shards in order (those with the given ids), read in batches of ``batch_rows``: the
+    memory held is one batch, whatever the size of the corpus."""
     wanted = None if ids is None else pa.array(list(ids), pa.string())
     for f in files:
-        try:
-            t = pq.read_table(f)
-        except (OSError, pa.ArrowException) as e:
-            raise CorpusError(f"{f}: not a readable Parquet shard ({e})") from None
-        has_codes = "codes" in t.column_names or any(c.startswith("tokens_") for c in t.column_names)
-        if "id" not in t.column_names or not has_codes:
-            raise CorpusError(f"{f}: not an rvqkit corpus shard (no id and codes or tokens columns)")
-        if wanted is not None:
-            t = t.filter(pc.is_in(t["id"], value_set=wanted))
-        tables.append(t)
-        if limit is not None and sum(x.num_rows for x in tables) >= limit:
-            break
-    table = pa.concat_tables(tables, promote_options="default")
-    if ids is not None:
-        missing = sorted(set(ids) - set(table["id"].to_pylist()))
-        if missing:
-            raise CorpusError(f"no rows with id {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    return table.slice(0, limit) if limit is not None else table
+        pf = _open_shard(f)
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("id"), value_set=wanted))
+            yield from batch.to_pylist()
+
+
+def read_ids(files: Sequence[Path]) -> list[str]:
+    """Every id of the shards (the id column only)."""
+    return [i for f in files for i in _open_shard(f).read(columns=["id"])["id"].to_pylist()]
 
 
 def decode_corpus(
@@ -86,14 +92,30 @@ def decode_corpus(
     n_q: int | None = None,
     device: str = "cpu",
     overwrite: bool = False,
+    skipped: Callable[[Path], None] | None = None,
 ) -> list[Path]:
-    """Decode rows (chosen ``ids``, or the first ``limit``, or all) to WAV files at the model's rate in
-    ``out_folder``, named by id. The model defaults to the one in ``manifest.json``; weights whose
-    sha256 differs from the manifest's are refused. Returns the written paths."""
+    """Decode rows to WAV files at the model's rate in ``out_folder``, named by id; returns the written
+    paths.
+
+    ``ids`` chooses rows (all must exist; an existing output file among them is an error unless
+    ``overwrite``). Without ``ids``, rows are taken in order and existing output files are skipped
+    (``skipped`` is called with each), so ``limit`` counts files written: repeated calls with
+    ``limit=10`` decode the next ten. The model defaults to the one in ``manifest.json``; weights whose
+    sha256 differs from the manifest's are refused. Rows are read in batches (bounded memory)."""
+    if limit is not None and limit < 0:
+        raise CorpusError(f"limit must be 0 or more, got {limit}")
     files, manifest = locate(source)
+    out_dir = Path(out_folder)
+    if ids is not None:  # check everything before the model loads and any file is written
+        missing = sorted(set(ids) - set(read_ids(files)))
+        if missing:
+            raise CorpusError(f"no rows with id {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        exists = [out_dir / audio_name(i) for i in ids if (out_dir / audio_name(i)).exists()]
+        if exists and not overwrite:
+            raise CorpusError(f"{exists[0]} exists; pass overwrite=True to replace it")
     if model is None:
         if manifest is None:
-            raise CorpusError("no manifest.json next to the shard: give the model with --model")
+            raise CorpusError("no manifest.json next to the shard: give the model (model=...)")
         model = manifest["model_source"]
     codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
     if manifest is not None:
@@ -101,23 +123,23 @@ def decode_corpus(
         if want and codec.weights_sha256 and want != codec.weights_sha256:
             raise CorpusError(
                 f"the codes were made with weights sha256 {want[:12]}..., the given model is "
-                f"{codec.weights_sha256[:12]}...; give the same weights with --model"
+                f"{codec.weights_sha256[:12]}...; give the same weights (model=...)"
             )
-    table = read_rows(files, ids, limit)
-    out_dir = Path(out_folder)
-    targets = [out_dir / audio_name(i) for i in table["id"].to_pylist()]
-    if not overwrite:
-        exists = [t for t in targets if t.exists()]
-        if exists:
-            raise CorpusError(f"{exists[0]} exists; pass --overwrite to replace it")
-    written = []
-    has_scales = "scales" in table.column_names
-    to_codes = _codes_reader(table, manifest)
-    for row, target in zip(table.to_pylist(), targets, strict=True):
-        codes = to_codes(row)
+    written: list[Path] = []
+    to_codes = None
+    for row in iter_rows(files, ids):
+        if limit is not None and len(written) >= limit:
+            break
+        target = out_dir / audio_name(row["id"])
+        if target.exists() and not overwrite:
+            if skipped is not None:
+                skipped(target)
+            continue
+        if to_codes is None:
+            to_codes = _codes_reader(row, manifest)
         encoded = codec.wrap_codes(
-            codes,
-            torch.tensor([row["scales"]], dtype=torch.float32) if has_scales else None,
+            to_codes(row),
+            torch.tensor([row["scales"]], dtype=torch.float32) if row.get("scales") is not None else None,
             [row["model_samples"]],
             [row["num_frames"]],
             encoded_here=False,
@@ -129,10 +151,10 @@ def decode_corpus(
     return written
 
 
-def _codes_reader(table: pa.Table, manifest: dict[str, Any] | None):
+def _codes_reader(row: dict[str, Any], manifest: dict[str, Any] | None):
     """``row -> codes [1, n_q, frames]``: the codes column, else the first token column (decoded with
     the layout settings in the manifest)."""
-    if "codes" in table.column_names:
+    if "codes" in row:
         return lambda row: torch.tensor(np.asarray(row["codes"], dtype=np.int64))[None]
     from ..tokens import TokenLayout
 

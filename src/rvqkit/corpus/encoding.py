@@ -17,6 +17,7 @@ import torch
 
 from ..codec import Codec
 from ..framing import segment_bounds
+from ..precision import precision_scope
 from .items import Loaded, Result
 
 #: Audio seconds per model call on CPU: enough for 8 items of 30 s to share the LSTM's calls
@@ -108,8 +109,9 @@ def _encode_segments(codec: Codec, audio: list[np.ndarray], n_q: int) -> list[tu
     scales: list[list] = [[None] * len(b) for b in bounds]
     for group in pieces.values():
         x = torch.stack([torch.from_numpy(audio[i][:, s:e]) for i, _, s, e in group]).to(codec.device)
-        emb, scale = codec.model.embed_segment(x)
-        c = codec.model.quantizer.encode(emb, n_q).cpu().numpy().astype(np.int16)
+        with precision_scope(codec.precision, codec.device):
+            emb, scale = codec.model.embed_segment(x)
+            c = codec.model.quantizer.encode(emb, n_q).cpu().numpy().astype(np.int16)
         for row, (i, j, _, _) in enumerate(group):
             codes[i][j] = c[row]
             scales[i][j] = None if scale is None else float(scale[row, 0])
@@ -122,6 +124,21 @@ def _encode_segments(codec: Codec, audio: list[np.ndarray], n_q: int) -> list[tu
     ]
 
 
+def _calls(batches: list[list[int]], codec: Codec, lstm_batch: int) -> Iterator[list[int]]:
+    """Batches as model calls. On CPU a batch runs as calls of ``lstm_batch`` items (neighbours in
+    length, so the same items share the LSTM as in one call of the whole batch; an item's codes do not
+    depend on that anyway): the same work, with a result, and progress, after each group of items
+    rather than after the whole batch. On a GPU the batches run whole (items of equal length share a
+    call)."""
+    if codec.device.type != "cpu":
+        yield from batches
+        return
+    step = max(1, lstm_batch)
+    for batch in batches:
+        for i in range(0, len(batch), step):
+            yield batch[i : i + step]
+
+
 def iter_encode(
     codec: Codec,
     loaded: Sequence[Loaded],
@@ -129,7 +146,7 @@ def iter_encode(
     max_samples: int,
     lstm_batch: int,
 ) -> Iterator[list[Result]]:
-    """Results for ``loaded``, a list per model batch (errors first, then batches in length order).
+    """Results for ``loaded``, a list per model call (errors first, then calls in length order).
     ``lstm_batch``: see :data:`CPU_LSTM_BATCH` (an item's codes do not depend on its batch).
 
     Items with a ``reason`` pass through as errors; an item the model fails on becomes an
@@ -143,7 +160,7 @@ def iter_encode(
         yield errors
     good = [it for it in loaded if it.reason is None and it.audio is not None]
     lengths = [it.audio.shape[-1] for it in good]  # type: ignore[union-attr]
-    for batch in plan_batches(lengths, max_samples):
+    for batch in _calls(plan_batches(lengths, max_samples), codec, lstm_batch):
         items = [good[b] for b in batch]
         audio = [it.audio for it in items]
         try:

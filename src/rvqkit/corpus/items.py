@@ -11,8 +11,23 @@ import numpy as np
 
 from ..errors import RvqkitError
 
-# Why an item has no row; the ``reason`` field of ``errors.jsonl``.
-REASONS = ("unreadable", "empty", "nan", "too_short", "too_long", "encode_failed")
+# Why an item has no row; the ``reason`` field of ``errors.jsonl``. The first five come from decoding
+# the audio; ``special_file``, ``broken_link`` and ``unreadable_folder`` from listing a folder (such
+# entries are never opened); ``vanished`` and ``changed`` from a file that is gone or differs (size or
+# modification time) from when the job listed it.
+REASONS = (
+    "unreadable",
+    "empty",
+    "nan",
+    "too_short",
+    "too_long",
+    "encode_failed",
+    "special_file",
+    "broken_link",
+    "unreadable_folder",
+    "vanished",
+    "changed",
+)
 EXTRA_COLUMNS = ("text", "speaker")  # carried from a manifest or dataset into the output when present
 
 
@@ -30,12 +45,18 @@ class Item:
         id: unique name of the item (``id`` column, else the file path relative to the source).
         path: where the audio comes from (file path, or ``dataset[row]`` for a datasets source).
         extra: carried columns (``text``, ``speaker``) as ``(name, value)`` pairs.
+        stat: ``(size in bytes, modification time in ns)`` of the file when the job listed it (files
+            of folder and manifest sources); a file that differs when it is read is not encoded.
+        error: ``(reason, message)`` for an entry found unusable while listing (a FIFO, a dangling
+            link, an unreadable folder ...): it is never opened and goes to ``errors.jsonl``.
     """
 
     index: int
     id: str
     path: str
     extra: tuple[tuple[str, str | None], ...] = ()
+    stat: tuple[int, int] | None = None
+    error: tuple[str, str] | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from .. import audio as audio_io
+from .files import check_listed
 from .items import Loaded
 
 
@@ -36,10 +37,18 @@ def decode_audio(payload: str | bytes) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)
 
 
-def load_item(index: int, payload: str | bytes, spec: LoadSpec) -> Loaded:
-    """Read, check and convert one item. Reasons: unreadable, empty, nan, too_short, too_long."""
+def load_item(
+    index: int, payload: str | bytes, spec: LoadSpec, listed: tuple[int, int] | None = None
+) -> Loaded:
+    """Read, check and convert one item. Reasons: unreadable, empty, nan, too_short, too_long; for a
+    path, also special_file (never opened), vanished and changed (``listed``: the file's size and
+    modification time in ns when the job listed it)."""
     if isinstance(payload, (bytes, bytearray)) and not payload:
         return Loaded(index, reason="unreadable", message="no audio data")
+    if not isinstance(payload, (bytes, bytearray)):
+        problem = check_listed(str(payload), listed)
+        if problem is not None:
+            return Loaded(index, reason=problem[0], message=problem[1])
     try:
         info = sf.info(_open(payload))
     except Exception as e:  # LibsndfileError, RuntimeError, FileNotFoundError ... depending on the file
@@ -52,7 +61,7 @@ def load_item(index: int, payload: str | bytes, spec: LoadSpec) -> Loaded:
             channels=ch,
             num_samples=int(info.frames),
             reason="too_long",
-            message=f"{info.frames / sr:.2f} s is over --max-duration {spec.max_duration:g} s",
+            message=f"{info.frames / sr:.2f} s is over max_duration {spec.max_duration:g} s",
         )
     try:
         x, sr = decode_audio(payload)
@@ -65,10 +74,10 @@ def load_item(index: int, payload: str | bytes, spec: LoadSpec) -> Loaded:
         out.reason, out.message = "nan", "contains NaN or Inf samples"
     elif out.duration < spec.min_duration:
         out.reason = "too_short"
-        out.message = f"{out.duration:.3f} s is under --min-duration {spec.min_duration:g} s"
+        out.message = f"{out.duration:.3f} s is under min_duration {spec.min_duration:g} s"
     elif spec.max_duration is not None and out.duration > spec.max_duration:
         out.reason = "too_long"
-        out.message = f"{out.duration:.2f} s is over --max-duration {spec.max_duration:g} s"
+        out.message = f"{out.duration:.2f} s is over max_duration {spec.max_duration:g} s"
     else:
         try:  # the same conversion as Codec.prepare, so the codes equal codec.encode(original, sr)
             y = audio_io.convert_channels(x, spec.channels)

@@ -13,10 +13,10 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,15 @@ from ..codec import Codec
 from .encoding import CPU_LSTM_BATCH, auto_batch_samples, iter_encode
 from .items import CorpusError, Item, Loaded, Result
 from .loading import LoadSpec, load_item
-from .progress import JobProgress
-from .shards import FORMAT, FORMAT_VERSION, OutputDir, schema
+from .lock import JobLock
+from .progress import JobProgress, ProgressCallback
+from .shards import FORMAT, FORMAT_VERSION, OutputDir, ShardLayout, schema
 from .sources import Source, open_source
 from .tokenize import TokenSpec, token_columns
 
 DEFAULT_SHARD_SIZE = 1000
+#: Items of the first shard: on disk after a few seconds to minutes of work, whatever shard_size is.
+DEFAULT_FIRST_SHARD_SIZE = 16
 DEFAULT_WINDOW = 256
 DEFAULT_MIN_DURATION = 0.05  # seconds
 #: A window holds at most this many batches' worth of audio: on CPU 2 (480 s; batches are large there so
@@ -66,13 +69,13 @@ class ShardCollector:
         self,
         out: OutputDir,
         items: Sequence[Item],
-        shard_size: int,
+        layout: ShardLayout,
         sch: Any,
         progress: JobProgress,
         tokens: Sequence[TokenSpec] = (),
     ):
-        self.out, self.items, self.shard_size, self.schema = out, items, shard_size, sch
-        self.num_shards = (len(items) + shard_size - 1) // shard_size
+        self.out, self.items, self.layout, self.schema = out, items, layout, sch
+        self.num_shards = layout.num_shards
         self.pending: dict[int, dict[int, Result]] = {}
         self.progress = progress
         self.tokens = tokens
@@ -80,25 +83,27 @@ class ShardCollector:
         self.audio_seconds = 0.0
 
     def shard_items(self, k: int) -> Sequence[Item]:
-        return self.items[k * self.shard_size : (k + 1) * self.shard_size]
+        start, end = self.layout.bounds(k)
+        return self.items[start:end]
 
     def add(self, results: Sequence[Result]) -> None:
         touched = set()
         for r in results:
             if r.ok and self.tokens:
                 r.tokens = {s.column: s.make(r.codes) for s in self.tokens}  # type: ignore[arg-type]
-            k = r.index // self.shard_size
+            k = self.layout.shard_of(r.index)
             self.pending.setdefault(k, {})[r.index] = r
             touched.add(k)
         seconds = sum(r.duration for r in results if r.ok)
         self.audio_seconds += seconds
-        self.progress.advance(len(results), seconds, sum(1 for r in results if not r.ok))
         for k in sorted(touched):
             items = self.shard_items(k)
             if len(self.pending[k]) == len(items):
                 got = self.pending.pop(k)
                 self.out.write_shard(k, self.num_shards, items, [got[it.index] for it in items], self.schema)
                 self.written += 1
+        # after the shards are written: a progress report never runs ahead of what is on disk
+        self.progress.advance(len(results), seconds, sum(1 for r in results if not r.ok))
 
 
 def _init_worker(parent: int) -> None:
@@ -117,6 +122,11 @@ def _init_worker(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def listing_error(item: Item) -> Loaded | None:
+    """The error of an entry found unusable while listing (FIFO, dangling link ...), which is never opened."""
+    return None if item.error is None else Loaded(item.index, reason=item.error[0], message=item.error[1])
+
+
 def iter_loaded(
     source: Source, items: Sequence[Item], spec: LoadSpec, workers: int, prefetch: int
 ) -> Iterator[Loaded]:
@@ -124,7 +134,7 @@ def iter_loaded(
     ``prefetch`` items ahead of the consumer (``workers`` = 0 decodes in this process)."""
     if workers <= 0:
         for it in items:
-            yield load_item(it.index, source.payload(it), spec)
+            yield listing_error(it) or load_item(it.index, source.payload(it), spec, it.stat)
         return
     # spawn, not fork: the parent holds torch's thread pools, which do not survive a fork safely
     ctx = mp.get_context("spawn")
@@ -136,8 +146,15 @@ def iter_loaded(
 
         def submit() -> None:
             it = next(todo, None)
-            if it is not None:
-                queue.append(pool.submit(load_item, it.index, source.payload(it), spec))
+            if it is None:
+                return
+            failed = listing_error(it)
+            if failed is not None:  # never opened: a finished future keeps the source order
+                fut: Future = Future()
+                fut.set_result(failed)
+                queue.append(fut)
+            else:
+                queue.append(pool.submit(load_item, it.index, source.payload(it), spec, it.stat))
 
         for _ in range(max(1, prefetch)):
             submit()
@@ -163,10 +180,12 @@ def run_local(
     workers: int,
     window: int,
     lstm_batch: int,
+    first_end: int = 0,
 ) -> None:
     """The local engine: windows of ``window`` items (or of ``WINDOW_BATCHES`` batches' worth of audio,
     whichever is less), sorted by length inside a window and batched. The workers load up to one more
-    window meanwhile, so at most about two windows of audio are in memory."""
+    window meanwhile, so at most about two windows of audio are in memory. A window also ends after the
+    item of index ``first_end - 1`` (the first shard's last), so that the first shard is written early."""
     buffer: list[Loaded] = []
     buffered = 0  # samples at the model rate
     window_batches = WINDOW_BATCHES["cpu" if codec.device.type == "cpu" else "gpu"]
@@ -181,7 +200,9 @@ def run_local(
     for loaded in iter_loaded(source, items, spec, workers, prefetch=window):
         buffer.append(loaded)
         buffered += 0 if loaded.audio is None else loaded.audio.shape[-1]
-        if len(buffer) >= window or buffered >= window_batches * max_samples:
+        # the first shard is small and goes alone, so that it is on disk early
+        end_of_first = loaded.index == first_end - 1
+        if len(buffer) >= window or buffered >= window_batches * max_samples or end_of_first:
             flush()
     flush()
 
@@ -198,6 +219,7 @@ def encode_corpus(
     *,
     device: str = "cpu",
     shard_size: int = DEFAULT_SHARD_SIZE,
+    first_shard_size: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
     lstm_batch: int = CPU_LSTM_BATCH,
@@ -216,18 +238,24 @@ def encode_corpus(
     ray_address: str | None = None,
     num_actors: int | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
+    log: Callable[[str], None] | None = None,
     model_source: str | os.PathLike[str] | None = None,
 ) -> CorpusSummary:
     """Encode every item of ``source`` at ``bandwidth`` kbps into sharded Parquet in ``out_dir``.
 
     Re-running the same call on the same folder resumes: finished shards are kept, the others are
-    (re)done. See ``docs/corpus.md`` for the columns and the folder layout.
+    (re)done; the inputs are those listed by the first run (a file gone or changed since becomes an
+    ``errors.jsonl`` line). One job at a time holds ``out_dir`` (``out_dir/.lock``). See
+    ``docs/corpus.md`` for the columns and the folder layout.
 
     Args:
         source: audio folder, ``.csv``/``.jsonl`` manifest, datasets folder / Parquet, or hub dataset.
         model: hub id, model folder, Meta ``.th`` file, or a loaded :class:`~rvqkit.Codec`.
         shard_size: items per shard (rows per Parquet file, fewer where items fail).
+        first_shard_size: items of the first shard (default :data:`DEFAULT_FIRST_SHARD_SIZE`, at most
+            ``shard_size``; a resumed job keeps its own): a small first shard is on disk early, so a
+            job killed soon after it starts keeps that work.
         workers: audio decoding processes (default: CPU cores - 1, at most 8; 0 = in this process).
         threads: torch threads for the model on CPU during the job (default: torch's setting, all
             cores; the decoding workers run at a lower priority; restored afterwards: measured on 2
@@ -246,21 +274,25 @@ def encode_corpus(
             :class:`~rvqkit.tokens.TokenLayout` objects; see :mod:`rvqkit.corpus.tokenize`.
         codes: write the ``codes`` column (False: token columns only).
         engine: ``"local"`` or ``"ray"`` (Ray Data; ``ray_address`` / ``num_actors`` apply).
+        progress: called with an :class:`~rvqkit.corpus.progress.EncodeProgress` when the job starts
+            encoding and after each group of items is encoded (every ``lstm_batch`` items on CPU).
+        log: called with one-line notes for the user (a stale lock taken over).
         model_source: where ``model`` was loaded from when a Codec is given (stored in the manifest,
             used by ``decode`` and by Ray actors to load their own copy).
     """
-    if shard_size < 1:
-        raise CorpusError(f"--shard-size must be at least 1, got {shard_size}")
-    if window < 1:
-        raise CorpusError(f"--window must be at least 1, got {window}")
+    for name, value in (("shard_size", shard_size), ("window", window), ("lstm_batch", lstm_batch)):
+        if value < 1:
+            raise CorpusError(f"{name} must be at least 1, got {value}")
+    if first_shard_size is not None and first_shard_size < 1:
+        raise CorpusError(f"first_shard_size must be at least 1, got {first_shard_size}")
     if max_duration is not None and max_duration <= 0:
-        raise CorpusError(f"--max-duration must be positive, got {max_duration}")
+        raise CorpusError(f"max_duration must be positive, got {max_duration}")
     if threads is not None and threads < 1:
-        raise CorpusError(f"--threads must be at least 1, got {threads}")
-    if lstm_batch < 1:
-        raise CorpusError(f"--lstm-batch must be at least 1, got {lstm_batch}")
+        raise CorpusError(f"threads must be at least 1, got {threads}")
     if engine not in ("local", "ray"):
         raise CorpusError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+    if progress is not None and not callable(progress):
+        raise CorpusError(f"progress must be a callable taking an EncodeProgress, got {progress!r}")
     codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
     if model_source is None:
         model_source = codec.name if isinstance(model, Codec) else str(model)
@@ -269,89 +301,168 @@ def encode_corpus(
     n_q = codec.n_q_for(bandwidth)
     token_specs = token_columns(tokens, n_q, codec.codebook_size, token_offset, token_begin, token_end)
     if not codes and not token_specs:
-        raise CorpusError("without the codes column, give at least one token layout (--tokens)")
+        raise CorpusError("without the codes column, give at least one token layout (tokens)")
     src = open_source(source, audio_column=audio_column, split=split)
-    items = src.items
-    job = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "rvqkit_version": __version__,
-        "model": {
-            "name": codec.name,
-            "weights_sha256": codec.weights_sha256,
-            "sample_rate": codec.sample_rate,
-            "channels": codec.channels,
-            "frame_rate": codec.frame_rate,
-            "codebook_size": codec.codebook_size,
-        },
-        "model_source": str(model_source),
-        "bandwidth": codec.config.bandwidth_for_n_q(n_q),
-        "n_q": n_q,
-        # the LSTM's arithmetic: a batch of one (as Codec.encode) or batched (see lstm_batch above)
-        "lstm_batched": lstm_batch > 1 and codec.device.type == "cpu",
-        "codes": {"column": "codes", "type": "list<list<int16>>", "layout": "[n_q][frames]"}
-        if codes
-        else None,
-        "shard_size": shard_size,
-        "num_shards": (len(items) + shard_size - 1) // shard_size,
-        "num_items": len(items),
-        "source": {
-            "kind": src.kind,
-            "location": src.location,
-            "fingerprint": src.fingerprint(),
-            "columns": list(src.extra_columns),
-        },
-        "filters": {"min_duration": min_duration, "max_duration": max_duration},
-        "tokens": [s.describe() for s in token_specs] or None,
-    }
     out = OutputDir(out_dir)
-    out.prepare(job, overwrite)
-    num_shards = job["num_shards"]
+    out.check_usable(overwrite)  # before anything (the lock file) is written in someone else's folder
+    out.root.mkdir(parents=True, exist_ok=True)
+    with JobLock(out.root) as lock:
+        if lock.note and log is not None:
+            log(lock.note)
+        old = None if overwrite else out.read_manifest()
+        if old is not None and not overwrite:
+            src = resumed_source(src, out.read_inputs())
+        if first_shard_size is None:  # a resumed job keeps its layout (older versions: shard_size)
+            first_shard_size = old.get("first_shard_size", old.get("shard_size")) if old else None
+            first_shard_size = first_shard_size or DEFAULT_FIRST_SHARD_SIZE
+        items = src.items
+        layout = ShardLayout(len(items), shard_size, min(first_shard_size, shard_size))
+        job = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "rvqkit_version": __version__,
+            "model": {
+                "name": codec.name,
+                "weights_sha256": codec.weights_sha256,
+                "sample_rate": codec.sample_rate,
+                "channels": codec.channels,
+                "frame_rate": codec.frame_rate,
+                "codebook_size": codec.codebook_size,
+            },
+            "model_source": str(model_source),
+            "bandwidth": codec.config.bandwidth_for_n_q(n_q),
+            "n_q": n_q,
+            # the LSTM's arithmetic: a batch of one (as Codec.encode) or batched (see lstm_batch above)
+            "lstm_batched": lstm_batch > 1 and codec.device.type == "cpu",
+            "codes": {"column": "codes", "type": "list<list<int16>>", "layout": "[n_q][frames]"}
+            if codes
+            else None,
+            "shard_size": shard_size,
+            "first_shard_size": layout.first,
+            "num_shards": layout.num_shards,
+            "num_items": len(items),
+            "source": {
+                "kind": src.kind,
+                "location": src.location,
+                "fingerprint": src.fingerprint(),
+                "columns": list(src.extra_columns),
+            },
+            "filters": {"min_duration": min_duration, "max_duration": max_duration},
+            "tokens": [s.describe() for s in token_specs] or None,
+        }
+        out.prepare(job, overwrite)
+        if src.kind in ("folder", "manifest") and (overwrite or not out.inputs_path.is_file()):
+            out.write_inputs(items)  # before any shard: what a re-run resumes
+        summary = _run(
+            out, job, src, layout, codec, token_specs, codes, engine, progress, bandwidth=bandwidth,
+            device=device, workers=workers, threads=threads, lstm_batch=lstm_batch, window=window,
+            batch_seconds=batch_seconds, min_duration=min_duration, max_duration=max_duration,
+            ray_address=ray_address, num_actors=num_actors, model=model, model_source=model_source,
+        )  # fmt: skip
+    return summary
+
+
+def resumed_source(src: Source, recorded: list[Item] | None) -> Source:
+    """``src`` with the items its job listed when it started (``recorded``), for a re-run.
+
+    A folder's files that are gone since stay items (they become ``vanished`` errors when their shard
+    is done); files that were not listed then are refused: shards are fixed ranges of the job's item
+    order, so new inputs need a new job. A manifest keeps its rows (its fingerprint decides), with the
+    stats and listing errors recorded then. Other sources, and folders without a record (written by
+    older versions), are listed afresh."""
+    if recorded is None or src.kind not in ("folder", "manifest"):
+        return src
+    if src.kind == "manifest":
+        if [(it.id, it.path) for it in recorded] != [(it.id, it.path) for it in src.items]:
+            return src  # another manifest: the job comparison refuses it
+        items = [replace(it, stat=r.stat, error=r.error) for it, r in zip(src.items, recorded, strict=True)]
+        return replace(src, items=items)
+    known = {it.path for it in recorded}
+    new = [it for it in src.items if it.path not in known]
+    if new:
+        raise CorpusError(
+            f"{src.location} has {len(new)} audio file{'s' if len(new) > 1 else ''} that this job did not "
+            f"list when it started (first: {new[0].path}); a job's inputs are fixed when it starts: "
+            "encode them into another output folder, or pass overwrite=True to start over"
+        )
+    return replace(src, items=recorded)
+
+
+def _run(
+    out: OutputDir,
+    job: dict[str, Any],
+    src: Source,
+    layout: ShardLayout,
+    codec: Codec,
+    token_specs: Sequence[TokenSpec],
+    codes: bool,
+    engine: str,
+    progress: ProgressCallback | None,
+    *,
+    bandwidth: float,
+    device: str,
+    workers: int | None,
+    threads: int | None,
+    lstm_batch: int,
+    window: int,
+    batch_seconds: float | None,
+    min_duration: float,
+    max_duration: float | None,
+    ray_address: str | None,
+    num_actors: int | None,
+    model: Any,
+    model_source: str | os.PathLike[str],
+) -> CorpusSummary:
+    """Encode the shards not done yet and finish the output folder (under the job's lock)."""
+    items = src.items
+    num_shards = layout.num_shards
     done = {k: rec for k in range(num_shards) if (rec := out.read_record(k)) is not None}
-    todo_items = [it for it in items if it.index // shard_size not in done]
+    todo_items = [it for it in items if layout.shard_of(it.index) not in done]
     sch = schema(codec.config.normalize, src.extra_columns, [s.field for s in token_specs], codes)
     spec = LoadSpec(codec.sample_rate, codec.channels, min_duration, max_duration)
     max_samples = auto_batch_samples(codec, batch_seconds)
     start = time.perf_counter()
-    with JobProgress(len(items), len(items) - len(todo_items), enabled=progress) as bar:
-        collector = ShardCollector(out, items, shard_size, sch, bar, token_specs)
-        if todo_items and engine == "local":
-            n_workers = default_workers() if workers is None else workers
-            saved = torch.get_num_threads()
-            threads = threads or saved  # the workers run at a lower priority and only fill gaps
-            if codec.device.type == "cpu":
-                torch.set_num_threads(threads)
-            try:
-                run_local(
-                    collector,
-                    src,
-                    todo_items,
-                    spec,
-                    codec,
-                    bandwidth,
-                    max_samples,
-                    n_workers,
-                    window,
-                    lstm_batch,
-                )
-            finally:
-                torch.set_num_threads(saved)
-        elif todo_items:
-            from .ray_engine import run_ray
-
-            run_ray(
+    counter = JobProgress(len(items), len(items) - len(todo_items), progress)
+    counter.report()
+    collector = ShardCollector(out, items, layout, sch, counter, token_specs)
+    if todo_items and engine == "local":
+        n_workers = default_workers() if workers is None else workers
+        saved = torch.get_num_threads()
+        threads = threads or saved  # the workers run at a lower priority and only fill gaps
+        if codec.device.type == "cpu":
+            torch.set_num_threads(threads)
+        try:
+            run_local(
                 collector,
                 src,
                 todo_items,
                 spec,
-                model=str(model_source) if _loadable(model_source) else codec,
-                bandwidth=bandwidth,
-                device=device,
-                batch_seconds=batch_seconds,
-                lstm_batch=lstm_batch,
-                address=ray_address,
-                num_actors=num_actors,
+                codec,
+                bandwidth,
+                max_samples,
+                n_workers,
+                window,
+                lstm_batch,
+                first_end=layout.first if 0 not in done else 0,
             )
+        finally:
+            torch.set_num_threads(saved)
+    elif todo_items:
+        from .ray_engine import run_ray
+
+        run_ray(
+            collector,
+            src,
+            todo_items,
+            spec,
+            model=str(model_source) if _loadable(model_source) else codec,
+            bandwidth=bandwidth,
+            device=device,
+            batch_seconds=batch_seconds,
+            lstm_batch=lstm_batch,
+            address=ray_address,
+            num_actors=num_actors,
+        )
     wall = time.perf_counter() - start
     records = []
     for k in range(num_shards):

@@ -1,69 +1,67 @@
-"""A progress bar on stderr (rich): items done, audio hours encoded, and the speed in real time."""
+"""Progress of a corpus job, reported through a callback (the command line draws a bar from it)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
-class JobProgress:
-    """Counts items and audio seconds; shows ``items``, ``hours`` and the real-time factor.
+@dataclass(frozen=True)
+class EncodeProgress:
+    """Where a job stands.
 
-    The real-time factor (RTF) is processing time over audio time: 0.01 means 100x faster than real time.
-    Items finished by an earlier run are counted as done from the start, not in the speed.
+    ``done`` counts every item with a result, as soon as the model has encoded it (or it failed),
+    items of shards finished by an earlier run included (``resumed``); ``audio_seconds`` and ``elapsed``
+    are this run's, so :attr:`rtf` is this run's speed.
     """
 
-    def __init__(self, total: int, done: int = 0, enabled: bool = True, console: Console | None = None):
-        self.total, self.done = total, done
-        self.audio_seconds = 0.0
-        self.errors = 0
-        self.start = time.perf_counter()
-        self._progress: Progress | None = None
-        if enabled:
-            self._progress = Progress(
-                TextColumn("[bold]encoding"),
-                BarColumn(bar_width=20),
-                MofNCompleteColumn(),
-                TextColumn("items"),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
-                console=console or Console(stderr=True),
-                transient=False,
-            )
-            self._task = self._progress.add_task("encode", total=total, completed=done, stats="")
-
-    def __enter__(self) -> JobProgress:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.refresh()
-            self._progress.stop()
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+    total: int  # items of the job
+    done: int  # items with a result (row or error)
+    resumed: int  # items of shards an earlier run finished
+    errors: int  # items without a row, this run
+    audio_seconds: float  # encoded by this run (original durations)
+    elapsed: float  # seconds since this run started encoding
 
     @property
     def rtf(self) -> float | None:
+        """Real-time factor: processing seconds per audio second (0.01 is 100x faster than real time)."""
         return self.elapsed / self.audio_seconds if self.audio_seconds > 0 else None
 
-    def stats(self) -> str:
-        rtf = self.rtf
-        speed = f"RTF {rtf:.3g} ({speedup(rtf)} real time)" if rtf else "RTF -"
-        return f"{self.audio_seconds / 3600:.3f} h audio, {speed}, {self.errors} errors"
+
+ProgressCallback = Callable[[EncodeProgress], None]
+
+
+class JobProgress:
+    """Counts items and audio seconds and hands an :class:`EncodeProgress` to ``callback`` after each
+    change (no output of its own)."""
+
+    def __init__(self, total: int, done: int = 0, callback: ProgressCallback | None = None):
+        self.total, self.done, self.resumed = total, done, done
+        self.audio_seconds = 0.0
+        self.errors = 0
+        self.start = time.perf_counter()
+        self.callback = callback
+
+    def snapshot(self) -> EncodeProgress:
+        return EncodeProgress(
+            self.total,
+            self.done,
+            self.resumed,
+            self.errors,
+            self.audio_seconds,
+            time.perf_counter() - self.start,
+        )
+
+    def report(self) -> None:
+        if self.callback is not None:
+            self.callback(self.snapshot())
 
     def advance(self, items: int, audio_seconds: float, errors: int = 0) -> None:
         self.done += items
         self.audio_seconds += audio_seconds
         self.errors += errors
-        if self._progress is not None:
-            self._progress.update(self._task, completed=self.done, stats=self.stats())
+        self.report()
 
 
 def speedup(rtf: float) -> str:

@@ -51,9 +51,13 @@ class CodecActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         loaded = []
-        for index, path, data in zip(batch["index"], batch["path"], batch["data"], strict=True):
+        rows = zip(
+            batch["index"], batch["path"], batch["data"], batch["size"], batch["mtime_ns"], strict=True
+        )
+        for index, path, data, size, mtime_ns in rows:
             payload = bytes(data) if data is not None and len(data) else str(path)
-            loaded.append(load_item(int(index), payload, self.spec))
+            listed = (int(size), int(mtime_ns)) if size >= 0 else None
+            loaded.append(load_item(int(index), payload, self.spec, listed))
         return pack(encode_loaded(self.codec, loaded, self.bandwidth, self.max_samples, self.lstm_batch))
 
 
@@ -122,7 +126,7 @@ def run_ray(
         import ray
         import ray.data
     except ImportError:
-        raise CorpusError("--engine ray needs Ray: pip install 'rvqkit[ray]'") from None
+        raise CorpusError("engine='ray' needs Ray: pip install 'rvqkit[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
@@ -135,11 +139,23 @@ def run_ray(
         raise CorpusError("the Ray cluster has no " + ("GPU" if gpu else "CPU") + " to run codec actors on")
     rows = []
     for it in items:
+        if it.error is not None:  # found unusable while listing: never opened
+            collector.add([Result(it.index, reason=it.error[0], message=it.error[1])])
+            continue
         payload = source.payload(it)
         is_bytes = isinstance(payload, (bytes, bytearray))
+        size, mtime_ns = it.stat or (-1, -1)
         rows.append(
-            {"index": it.index, "path": "" if is_bytes else payload, "data": payload if is_bytes else b""}
+            {
+                "index": it.index,
+                "path": "" if is_bytes else payload,
+                "data": payload if is_bytes else b"",
+                "size": size,
+                "mtime_ns": mtime_ns,
+            }
         )
+    if not rows:
+        return
     # enough blocks that every actor gets work, few enough that per-block overhead stays small
     blocks = max(1, min(len(rows), max(4 * num_actors, len(rows) // ITEMS_PER_CALL), 10_000))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)

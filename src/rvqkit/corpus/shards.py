@@ -6,10 +6,13 @@ Layout::
     OUT_DIR/manifest.json                      job settings (model, weights sha256, bandwidth ...), counts
     OUT_DIR/data/shard-00000-of-00012.parquet  one row per encoded item, in source order
     OUT_DIR/records/shard-00000.json           which inputs shard 0 holds, its rows and errors
+    OUT_DIR/records/inputs.parquet             the job's inputs as listed when it started (files' stats)
     OUT_DIR/errors.jsonl                       every item without a row, and why
+    OUT_DIR/.lock                              held by the running job (see :mod:`.lock`)
 
-Shard ``k`` always holds the items ``[k * shard_size, (k + 1) * shard_size)`` of the source order, so
-a re-run knows from the records which shards are finished. A shard's Parquet file is written to a
+Shard 0 holds the first ``first_shard_size`` items of the source order (small, so that a job killed
+early keeps some work) and every later shard ``shard_size`` items (:class:`ShardLayout`), so a re-run
+knows from the records which shards are finished. A shard's Parquet file is written to a
 temporary name and renamed into place, then its record is written the same way; a shard counts as
 done only when its record exists and its Parquet footer holds the recorded number of rows. A job
 killed at any moment therefore leaves whole shards or nothing, and re-running finishes the rest.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import TMP_MARK, write_atomic
 from .items import CorpusError, Item, Result
+from .lock import LOCK_NAME
 
 FORMAT = "rvqkit-corpus"
 FORMAT_VERSION = 1
@@ -36,6 +41,7 @@ DATA_DIR = "data"
 RECORD_DIR = "records"
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
+INPUTS = "inputs.parquet"  # in RECORD_DIR
 # settings that must match for a re-run to resume an existing output folder
 JOB_KEYS = (
     "model",
@@ -44,11 +50,39 @@ JOB_KEYS = (
     "lstm_batched",
     "codes",
     "shard_size",
+    "first_shard_size",
     "num_items",
     "source",
     "filters",
     "tokens",
 )
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """Which items each shard holds: shard 0 the first ``first`` items, then ``size`` items each (the
+    last one fewer). ``first`` is at most ``size``; equal, every shard has ``size`` items."""
+
+    num_items: int
+    size: int
+    first: int
+
+    @property
+    def num_shards(self) -> int:
+        if self.num_items <= self.first:
+            return 1 if self.num_items else 0
+        return 1 + (self.num_items - self.first + self.size - 1) // self.size
+
+    def start(self, k: int) -> int:
+        return 0 if k == 0 else self.first + (k - 1) * self.size
+
+    def bounds(self, k: int) -> tuple[int, int]:
+        """``[start, end)`` item indices of shard ``k``."""
+        end = self.first if k == 0 else self.start(k) + self.size
+        return self.start(k), min(end, self.num_items)
+
+    def shard_of(self, index: int) -> int:
+        return 0 if index < self.first else 1 + (index - self.first) // self.size
 
 
 def shard_name(k: int, num_shards: int) -> str:
@@ -167,20 +201,19 @@ class OutputDir:
         if old is not None and not overwrite:
             if old.get("format") != FORMAT:
                 raise CorpusError(f"{self.manifest_path} is not an rvqkit corpus manifest")
-            old = {"lstm_batched": False, **old}  # written before the LSTM was batched: as --lstm-batch 1
+            # keys of older versions: the LSTM ran as a batch of one; every shard had shard_size items
+            old = {"lstm_batched": False, "first_shard_size": old.get("shard_size"), **old}
             diff = [k for k in JOB_KEYS if old.get(k) != job.get(k)]
             if diff:
                 hint = ""
                 if "lstm_batched" in diff:
-                    hint = (
-                        f" (it was encoded with --lstm-batch {'2 or more' if old['lstm_batched'] else '1'})"
-                    )
+                    hint = f" (it was encoded with lstm_batch={'2 or more' if old['lstm_batched'] else '1'})"
                 raise CorpusError(
                     f"{self.root} holds a job with other settings ({', '.join(diff)} differ){hint}; "
-                    "use another output folder, or --overwrite to replace it"
+                    "use another output folder, or overwrite=True to replace it"
                 )
-        elif old is None and self.root.is_dir() and any(self.root.iterdir()) and not overwrite:
-            raise CorpusError(f"{self.root} exists and is not empty; pass --overwrite to replace it")
+        else:
+            self.check_usable(overwrite)
         if overwrite:
             self.clear()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -190,9 +223,21 @@ class OutputDir:
         self.records.mkdir(exist_ok=True)
         self.remove_temp_files()
 
+    def check_usable(self, overwrite: bool) -> None:
+        """Refuse a non-empty folder that holds no corpus job (unless ``overwrite``), before anything
+        is written in it."""
+        if overwrite or self.read_manifest() is not None or not self.root.is_dir():
+            return
+        if any(p.name != LOCK_NAME for p in self.root.iterdir()):
+            raise CorpusError(f"{self.root} exists and is not empty; pass overwrite=True to replace it")
+
     def clear(self) -> None:
         """Remove the files a corpus job writes (nothing else)."""
-        for folder, pattern in ((self.data, "shard-*.parquet*"), (self.records, "shard-*.json*")):
+        for folder, pattern in (
+            (self.data, "shard-*.parquet*"),
+            (self.records, "shard-*.json*"),
+            (self.records, f"{INPUTS}*"),
+        ):
             if folder.is_dir():
                 for p in folder.glob(pattern):
                     p.unlink()
@@ -205,6 +250,50 @@ class OutputDir:
         for folder in (self.root, self.data, self.records):
             for p in folder.glob(f"*{TMP_MARK}*"):
                 p.unlink()
+
+    # -- the job's inputs as listed at its start ---------------------------------------------------------
+    @property
+    def inputs_path(self) -> Path:
+        return self.records / INPUTS
+
+    def write_inputs(self, items: Sequence[Item]) -> None:
+        """Record the items (id, path, stat, listing error) so that a re-run sees the same inputs even
+        when files have vanished or changed since."""
+        table = pa.table(
+            {
+                "index": pa.array([it.index for it in items], pa.int64()),
+                "id": pa.array([it.id for it in items], pa.string()),
+                "path": pa.array([it.path for it in items], pa.string()),
+                "size": pa.array([it.stat[0] if it.stat else None for it in items], pa.int64()),
+                "mtime_ns": pa.array([it.stat[1] if it.stat else None for it in items], pa.int64()),
+                "error_reason": pa.array([it.error[0] if it.error else None for it in items], pa.string()),
+                "error_message": pa.array([it.error[1] if it.error else None for it in items], pa.string()),
+            }
+        )
+        write_atomic(self.inputs_path, lambda p: pq.write_table(table, p, compression="zstd"))
+
+    def read_inputs(self) -> list[Item] | None:
+        """The recorded items (without carried columns), or None when there is no readable record."""
+        if not self.inputs_path.is_file():
+            return None
+        try:
+            rows = pq.read_table(self.inputs_path).to_pydict()
+        except (OSError, pa.ArrowException):
+            return None
+        out = []
+        for i in range(len(rows["index"])):
+            size, mtime = rows["size"][i], rows["mtime_ns"][i]
+            reason = rows["error_reason"][i]
+            out.append(
+                Item(
+                    rows["index"][i],
+                    rows["id"][i],
+                    rows["path"][i],
+                    stat=None if size is None else (size, mtime),
+                    error=None if reason is None else (reason, rows["error_message"][i] or ""),
+                )
+            )
+        return out
 
     def record_path(self, k: int) -> Path:
         return self.records / f"shard-{k:05d}.json"

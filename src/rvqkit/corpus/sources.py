@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import stat_file
 from .items import EXTRA_COLUMNS, CorpusError, Item
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -94,23 +95,66 @@ def open_source(
 
 
 # -- folders -----------------------------------------------------------------------------------------------
-def _audio_files(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
+@dataclass(frozen=True)
+class Entry:
+    """One thing found below a source folder: an audio file, or something that cannot be used."""
+
+    path: Path
+    rel: str  # relative posix path; "sub/" for a folder
+    stat: tuple[int, int] | None = None
+    error: tuple[str, str] | None = None
 
 
-def _folder_source(folder: Path, files: list[Path]) -> Source:
-    if not files:
-        raise CorpusError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
-    rel = [p.relative_to(folder).as_posix() for p in files]
-    stems = [r.rsplit(".", 1)[0] for r in rel]
+def _audio_files(folder: Path) -> list[Entry]:
+    """Every ``.wav .flac .ogg .mp3`` below ``folder`` (any case; folders are searched, symbolic links to
+    folders are not followed, as ``Path.rglob``), sorted by relative path, each with its stat; plus an
+    entry with an error for each audio-named thing that is not a regular file (FIFO, device, dangling
+    link) and each folder that cannot be listed. Nothing is opened: ``os.scandir`` and ``os.stat``
+    only (``rglob`` + ``is_file`` would drop such entries silently)."""
+    entries: list[Entry] = []
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                found = list(it)
+        except OSError as e:
+            if d == folder:
+                raise CorpusError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+            rel = d.relative_to(folder).as_posix() + "/"
+            entries.append(Entry(d, rel, error=("unreadable_folder", f"cannot list it ({e.strerror or e})")))
+            continue
+        for e in found:
+            path = Path(e.path)
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(path)
+                continue
+            if path.suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            stat, error = stat_file(e.path)
+            if error is not None and error[1].startswith("a folder"):
+                continue  # a symbolic link to a folder with an audio suffix: not followed, as rglob
+            entries.append(Entry(path, path.relative_to(folder).as_posix(), stat, error))
+    return sorted(entries, key=lambda x: x.rel)
+
+
+def _folder_source(folder: Path, entries: list[Entry]) -> Source:
+    if not any(x.error is None for x in entries):
+        problems = [x for x in entries if x.error is not None]
+        detail = f" ({len(problems)} unusable entries, e.g. {problems[0].rel}: {problems[0].error[1]})"  # type: ignore[index]
+        raise CorpusError(
+            f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found" + (detail if problems else "")
+        )
+    stems = [x.rel if x.rel.endswith("/") else x.rel.rsplit(".", 1)[0] for x in entries]
     counts: dict[str, int] = {}
     for s in stems:
         counts[s] = counts.get(s, 0) + 1
-    ids = [s if counts[s] == 1 else r for s, r in zip(stems, rel, strict=True)]
-    items = [Item(i, ids[i], str(p)) for i, p in enumerate(files)]
+    ids = [s if counts[s] == 1 else x.rel for s, x in zip(stems, entries, strict=True)]
+    items = [Item(i, ids[i], str(x.path), stat=x.stat, error=x.error) for i, x in enumerate(entries)]
     return Source("folder", str(folder), items)
 
 
@@ -157,7 +201,8 @@ def _manifest_source(path: Path) -> Source:
             raise CorpusError(f"{path}: id {item_id!r} appears twice; ids must be unique")
         seen.add(item_id)
         values = tuple((c, None if row.get(c) is None else str(row[c])) for c in extra)
-        items.append(Item(i, item_id, str(full), values))
+        stat, error = stat_file(str(full))  # never opened here; a FIFO is listed as an error
+        items.append(Item(i, item_id, str(full), values, stat, error))
     return Source("manifest", str(path), items, extra)
 
 
@@ -182,7 +227,7 @@ def _pick_split(obj: Any, split: str | None, where: str) -> Any:
             elif "train" in names:
                 split = "train"
             else:
-                raise CorpusError(f"{where} has splits {', '.join(names)}; choose one with --split")
+                raise CorpusError(f"{where} has splits {', '.join(names)}; choose one with split=...")
         if split not in obj:
             raise CorpusError(f"{where} has no split {split!r} (splits: {', '.join(names)})")
         return obj[split]
@@ -229,7 +274,7 @@ def find_audio_column(dataset: Any, audio_column: str | None = None) -> str:
         raise CorpusError(
             "the dataset has no Audio column"
             if not audio_cols
-            else f"the dataset has several Audio columns ({', '.join(audio_cols)}); choose one with --audio-column"
+            else f"the dataset has several Audio columns ({', '.join(audio_cols)}); choose one with audio_column=..."
         )
     return audio_cols[0]
 
