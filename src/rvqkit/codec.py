@@ -3,6 +3,7 @@ step-by-step path (embeddings → layer-by-layer quantization → dequantization
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ import torch
 
 from . import audio as audio_io
 from .config import CodecConfig
-from .encoded import Encoded
+from .encoded import Encoded, check_fields
 from .errors import AudioError, BandwidthError, CodesError, RvqkitError
 from .framing import frames_for_length, segment_bounds
 from .model import EncodecModel
@@ -103,8 +104,12 @@ class Codec:
         """User audio to a list of float32 ``[channels, samples]`` tensors at the model's rate and channels.
 
         ``audio`` is ``[samples]``, ``[channels, samples]``, ``[batch, channels, samples]`` (with optional
-        per-item ``lengths`` in samples) or a list of 1-D/2-D items. Integer PCM is scaled to [-1, 1].
+        per-item ``lengths`` in samples) or a list of 1-D/2-D items. Integer PCM is scaled to [-1, 1];
+        float16 and bfloat16 tensors are converted to float32. ``lengths`` are integers from 1 to the
+        item's samples; ``sample_rate`` is an integer in Hz. Anything else (an empty batch, a 0-d array,
+        complex or bool samples, a float or out-of-range length) raises :class:`AudioError`.
         """
+        _check_sample_rate(sample_rate)
         if isinstance(audio, (np.ndarray, torch.Tensor)):
             if audio.ndim == 3:
                 items = [audio[i] for i in range(audio.shape[0])]
@@ -115,18 +120,19 @@ class Codec:
                     f"audio must be [samples], [channels, samples] or [batch, channels, samples]; got {tuple(audio.shape)}"
                 )
         else:
-            items = list(audio)
-            if not items:
-                raise AudioError("empty batch: no audio items given")
+            try:
+                items = list(audio)
+            except TypeError:
+                raise AudioError(
+                    f"audio must be an array, a tensor or a list of them, got {type(audio).__name__}"
+                ) from None
+        if not items:
+            raise AudioError("empty batch: no audio items given")
+        arrays = [_as_numpy(it) for it in items]
         if lengths is not None:
-            if len(lengths) != len(items):
-                raise AudioError(f"{len(lengths)} lengths given for {len(items)} items")
-            items = [it[..., : int(n)] for it, n in zip(items, lengths, strict=True)]
-        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-            raise AudioError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+            arrays = [x[..., :n] for x, n in zip(arrays, _check_lengths(lengths, arrays), strict=True)]
         out = []
-        for i, item in enumerate(items):
-            x = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+        for i, x in enumerate(arrays):
             x = audio_io.to_float(x)
             if x.ndim == 1:
                 x = x[None]
@@ -144,7 +150,11 @@ class Codec:
         return out
 
     def n_q_for(self, bandwidth: float) -> int:
-        """Codebooks used at ``bandwidth`` kbps (raises :class:`BandwidthError` listing valid ones)."""
+        """Codebooks used at ``bandwidth`` kbps, a number (raises :class:`BandwidthError` listing valid
+        ones; strings and bools are refused)."""
+        if isinstance(bandwidth, (bool, np.bool_)) or not isinstance(bandwidth, (int, float, np.number)):
+            valid = ", ".join(f"{b:g}" for b in self.bandwidths)
+            raise BandwidthError(f"bandwidth must be a number in kbps, one of: {valid}; got {bandwidth!r}")
         return self.config.n_q_for_bandwidth(bandwidth)
 
     # -- encode / decode -----------------------------------------------------------------------------------
@@ -232,7 +242,9 @@ class Codec:
         return list(groups.values())
 
     def check_encoded(self, encoded: Encoded) -> None:
-        """Raise :class:`CodesError` if ``encoded`` was not made by a model like this one."""
+        """Raise :class:`CodesError` if ``encoded`` was not made by a model like this one, or any of its
+        fields is malformed (see :func:`rvqkit.encoded.check_fields`: checked arithmetically, before
+        anything is allocated for the declared lengths)."""
         if (
             encoded.model != self.name
             or encoded.sample_rate != self.sample_rate
@@ -242,28 +254,7 @@ class Codec:
                 f"codes were made by {encoded.model} ({encoded.sample_rate} Hz, {encoded.channels} ch); "
                 f"this model is {self.name} ({self.sample_rate} Hz, {self.channels} ch)"
             )
-        if encoded.n_q > self.num_codebooks:
-            raise CodesError(f"codes hold {encoded.n_q} codebooks, the model has {self.num_codebooks}")
-        if encoded.codes.numel() and (encoded.codes.min() < 0 or encoded.codes.max() >= self.codebook_size):
-            raise CodesError(f"codes out of range [0, {self.codebook_size})")
-        for i in range(encoded.batch_size):
-            n = int(encoded.lengths[i])
-            if n <= 0 or frames_for_length(self.config, n) != int(encoded.frame_lengths[i]):
-                raise CodesError(
-                    f"item {i}: length {n} samples does not match {int(encoded.frame_lengths[i])} frames"
-                )
-            if int(encoded.frame_lengths[i]) > encoded.codes.shape[-1]:
-                raise CodesError(
-                    f"item {i}: {int(encoded.frame_lengths[i])} frames declared, {encoded.codes.shape[-1]} held"
-                )
-        if self.config.normalize:
-            need = max(len(segment_bounds(self.config, int(n))) for n in encoded.lengths)
-            if (
-                encoded.scales is None
-                or encoded.scales.shape[0] != encoded.batch_size
-                or encoded.scales.shape[-1] < need
-            ):
-                raise CodesError(f"{self.name} codes need per-segment scales ({need} per item)")
+        check_fields(encoded, self.config)
 
     @torch.inference_mode()
     def decode(self, encoded: Encoded, n_q: int | None = None) -> torch.Tensor:
@@ -295,6 +286,27 @@ class Codec:
             out[idx, :, :n] = audio
         assert out is not None
         return out
+
+    def decode_items(self, encoded: Encoded, n_q: int | None = None) -> list[torch.Tensor]:
+        """Audio of each item, ``[channels, samples_i]`` (float32, model rate), trimmed to its own length
+        in ``encoded.lengths``: :meth:`decode` without padding every item to the longest. ``n_q`` as in
+        :meth:`decode`."""
+        self.check_encoded(encoded)
+        lengths = [int(n) for n in encoded.lengths]
+        frames = [int(f) for f in encoded.frame_lengths]
+        out: list[torch.Tensor | None] = [None] * len(lengths)
+        for idx in self._model_calls(lengths):  # one decode per model call: no padded batch
+            sub = dataclasses.replace(
+                encoded,
+                codes=encoded.codes[idx, :, : max(frames[i] for i in idx)],
+                scales=None if encoded.scales is None else encoded.scales[idx],
+                lengths=encoded.lengths[idx],
+                frame_lengths=encoded.frame_lengths[idx],
+            )
+            audio = self.decode(sub, n_q)
+            for j, i in enumerate(idx):
+                out[i] = audio[j, :, : lengths[i]]
+        return out  # type: ignore[return-value]
 
     # -- the step-by-step path ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -357,3 +369,68 @@ class Codec:
             f"Codec({self.name}, {self.sample_rate} Hz, {self.channels} ch, {self.frame_rate} frames/s, "
             f"bandwidths={list(self.bandwidths)} kbps, device={self.device})"
         )
+
+
+# -- input validation ------------------------------------------------------------------------------------
+def _check_sample_rate(sample_rate: object) -> None:
+    if (
+        isinstance(sample_rate, (bool, np.bool_))
+        or not isinstance(sample_rate, (int, np.integer))
+        or sample_rate <= 0
+    ):
+        raise AudioError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+
+
+def _check_lengths(lengths: object, items: Sequence[np.ndarray]) -> list[int]:
+    """Per-item ``lengths`` as ints, each from 1 to its item's samples (else :class:`AudioError`)."""
+    if isinstance(lengths, (np.ndarray, torch.Tensor)):
+        if lengths.dtype in (torch.bool, np.bool_) or not (
+            (
+                isinstance(lengths, torch.Tensor)
+                and not lengths.is_floating_point()
+                and not lengths.is_complex()
+            )
+            or (isinstance(lengths, np.ndarray) and lengths.dtype.kind in "iu")
+        ):
+            raise AudioError(f"lengths must be integers (samples), got dtype {lengths.dtype}")
+        values = lengths.reshape(-1).tolist()
+    else:
+        try:
+            values = list(lengths)  # type: ignore[call-overload]
+        except TypeError:
+            raise AudioError(
+                f"lengths must be a sequence of integers, got {type(lengths).__name__}"
+            ) from None
+    if len(values) != len(items):
+        raise AudioError(f"{len(values)} lengths given for {len(items)} items")
+    out = []
+    for i, (n, item) in enumerate(zip(values, items, strict=True)):
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+            raise AudioError(f"lengths[{i}] must be an integer number of samples, got {n!r}")
+        have = int(item.shape[-1])
+        if not 1 <= n <= have:
+            raise AudioError(f"lengths[{i}] = {n} is outside [1, {have}] (the item's samples)")
+        out.append(int(n))
+    return out
+
+
+def _as_numpy(item: object) -> np.ndarray:
+    """An audio item as a numpy array: tensors leave the graph and the device, float16/bfloat16 become
+    float32 (numpy has no bfloat16); 0-d, complex and bool samples raise :class:`AudioError`."""
+    if isinstance(item, torch.Tensor):
+        t = item.detach().cpu()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        if t.is_complex() or t.dtype == torch.bool:
+            raise AudioError(f"unsupported audio dtype {t.dtype}; give float or int16/int32 PCM")
+        x = t.numpy()
+    else:
+        try:
+            x = np.asarray(item)
+        except (TypeError, ValueError) as e:  # ragged nested lists ...
+            raise AudioError(f"audio items must be arrays of samples ({e})") from None
+    if x.ndim == 0:
+        raise AudioError("audio items must be [samples] or [channels, samples], got a 0-d value")
+    if x.dtype.kind not in "iuf":
+        raise AudioError(f"unsupported audio dtype {x.dtype}; give float or int16/int32 PCM")
+    return x
