@@ -140,7 +140,10 @@ def _codes_body(client, signal):
         ("ragged codes", 400, "bad_codes"),
         ("wrong model", 400, "bad_codes"),
         ("length vs frames", 400, "bad_codes"),
-        ("n_q too large", 400, "bad_bandwidth"),
+        ("n_q too large", 400, "bad_n_q"),
+        ("npz n_q too large", 400, "bad_n_q"),
+        ("wav to decode", 400, "bad_codes"),
+        ("flat codes list", 422, "bad_request"),
         ("json not an object", 422, "bad_request"),
         ("npz garbage", 400, "bad_codes"),
         ("ecdc garbage", 400, "bad_codes"),
@@ -183,6 +186,16 @@ def test_bad_input_is_a_json_4xx(client, signal, case, status, kind):
         else:
             params["n_q"] = 5
         r = post("/v1/decode/json", params=params, json=body)
+    elif case == "npz n_q too large":
+        npz = _encode(client, good, bandwidth=1.5, format="npz").content
+        r = post("/v1/decode", params={"n_q": 3}, files={"file": ("c.npz", npz)})
+    elif case == "wav to decode":
+        r = post("/v1/decode", files={"file": ("c.npz", good)})
+        assert "pickle" not in r.text and "looks like audio" in r.json()["message"]
+    elif case == "flat codes list":
+        body = _codes_body(client, signal)
+        body["codes"] = [c for row in body["codes"] for c in row]
+        r = post("/v1/decode/json", json=body)
     elif case == "json not an object":
         r = post("/v1/decode/json", content=b"[1, 2", headers={"content-type": "application/json"})
     elif case == "npz garbage":
@@ -274,6 +287,11 @@ def test_48k_encode_decode_json(codec48):
         audio, sr = read_wav(r.content)
         assert sr == 48000 and audio.shape == (2, x.shape[-1])
         assert np.abs(audio - np.clip(codec.decode(ref)[0].numpy(), -1, 1)).max() <= 1.5 / 32768
+        for scales in ([0.0, 1.0], [-1.0, 1.0], [1.0, float("inf")], [float("nan"), 1.0]):
+            raw = json.dumps({**body, "scales": scales})  # NaN and Infinity as Python's json writes them
+            bad = c.post("/v1/decode/json", content=raw, headers={"content-type": "application/json"})
+            assert bad.status_code in (400, 422) and bad.json()["error"] in ("bad_codes", "bad_request")
+            assert "scales" in bad.json()["message"]
         body["scales"] = body["scales"][:1]
         bad = c.post("/v1/decode/json", json=body)
         assert bad.status_code == 400 and "scale per segment" in bad.json()["message"]

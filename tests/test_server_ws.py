@@ -263,6 +263,8 @@ def test_idle_socket_is_closed(codec24):
         ("encode", "not json", None, "bad_request"),
         ("encode", {"sample_rate": SR, "channels": 1, "bandwidth": 5.0}, None, "bad_request"),
         ("encode", {"sample_rate": -1, "channels": 1}, None, "bad_request"),
+        ("encode", {"sample_rate": 1, "channels": 1}, None, "bad_request"),  # below 4000 Hz
+        ("encode", {"sample_rate": 3999, "channels": 1}, None, "bad_request"),
         ("encode", {"sample_rate": SR, "channels": 1, "path": "/etc/passwd"}, None, "bad_request"),
         ("encode", {"sample_rate": SR, "channels": 1}, np.full(100, np.nan, "<f4").tobytes(), "bad_audio"),
         ("encode", {"sample_rate": SR, "channels": 1}, b"\0" * 2_000_000, "too_large"),
@@ -272,6 +274,9 @@ def test_idle_socket_is_closed(codec24):
         ("decode", {"format": "f32le"}, {"type": "codes", "codes": [[1024]]}, "bad_codes"),
         ("decode", {"format": "f32le"}, {"type": "codes", "codes": [[1, 2], [3]]}, "bad_codes"),
         ("decode", {"format": "f32le"}, {"type": "codes", "codes": []}, "bad_codes"),
+        ("decode", {"format": "f32le"}, {"type": "codes", "codes": list(range(5000))}, "bad_request"),
+        ("decode", {"format": "f32le"}, {"type": "codes", "codes": [[True, 1]]}, "bad_request"),
+        ("decode", {"format": "f32le"}, [1, 2], "bad_request"),
         ("decode", {"format": "wav"}, None, "bad_request"),
     ],
 )

@@ -30,8 +30,17 @@ from .. import audio as audio_io
 from ..codec import Codec
 from ..encoded import Encoded
 from ..errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
-from ..framing import frames_for_length, segment_bounds
-from .limits import LimitError, ServerSettings
+from ..framing import segment_bounds
+from .inputs import (
+    JSONBodyError,
+    check_n_q,
+    check_npz_codes,
+    encoded_from_json,
+    encoded_from_npz,
+    json_model,
+    parse_json,
+)
+from .limits import LimitError, NQError, ServerSettings
 from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo, StatsResponse
 
 STATIC = Path(__file__).parent / "static"
@@ -44,6 +53,7 @@ WAV = {200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "b
 ERROR_KINDS: list[tuple[type[Exception], str]] = [
     (LimitError, "too_large"),
     (AudioError, "bad_audio"),
+    (NQError, "bad_n_q"),
     (BandwidthError, "bad_bandwidth"),
     (CodesError, "bad_codes"),
     (WeightsError, "unavailable"),
@@ -108,6 +118,20 @@ Upload = Annotated[UploadFile, File(description="The file's bytes; its name is i
 
 
 # -- conversions -------------------------------------------------------------------------------------------
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (declared or sent) before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise LimitError(f"request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LimitError(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_upload(file: UploadFile, settings: ServerSettings) -> bytes:
     """The uploaded bytes, refusing more than the upload limit."""
     data = await file.read(settings.max_upload_bytes + 1)
@@ -167,62 +191,12 @@ def encoded_to_json(enc: Encoded, codec: Codec) -> EncodedJSON:
     )
 
 
-def encoded_from_json(body: EncodedJSON, codec: Codec, settings: ServerSettings) -> Encoded:
-    """Check a JSON codes body against the model and build an :class:`Encoded` (batch of 1)."""
-    if body.length <= 0:
-        raise CodesError(f"length must be a positive number of samples, got {body.length}")
-    settings.check_duration(body.length, codec.sample_rate)
-    frames = frames_for_length(codec.config, body.length)
-    if not body.codes or not 1 <= len(body.codes) <= codec.num_codebooks:
-        raise CodesError(f"codes must hold 1..{codec.num_codebooks} codebooks, got {len(body.codes)}")
-    if len(body.codes) != body.n_q:
-        raise CodesError(f"n_q is {body.n_q} but codes hold {len(body.codes)} codebooks")
-    if body.frames != frames or any(len(row) != frames for row in body.codes):
-        raise CodesError(
-            f"a {body.length}-sample signal has {frames} frames; every codebook row must hold {frames} codes"
-        )
-    if any(not 0 <= c < codec.codebook_size for row in body.codes for c in row):
-        raise CodesError(f"codes out of range [0, {codec.codebook_size})")
-    scales = None
-    if codec.config.normalize:
-        need = len(segment_bounds(codec.config, body.length))
-        if body.scales is None or len(body.scales) != need:
-            raise CodesError(f"{codec.name} codes need one scale per segment ({need} for this length)")
-        if not all(np.isfinite(body.scales)):
-            raise CodesError("scales must be finite numbers")
-        scales = torch.tensor([body.scales], dtype=torch.float32)
-    enc = Encoded(
-        codes=torch.tensor([body.codes], dtype=torch.long),
-        scales=scales,
-        lengths=torch.tensor([body.length]),
-        frame_lengths=torch.tensor([frames]),
-        sample_rate=body.sample_rate,
-        channels=body.channels,
-        bandwidth=codec.config.bandwidth_for_n_q(body.n_q),
-        model=body.model,
-        weights_sha256=body.weights_sha256,
-    )
-    codec.check_encoded(enc)
-    return enc
-
-
 def encoded_to_npz(enc: Encoded) -> bytes:
     """The safe ``.npz`` codes file as bytes (written by :meth:`Encoded.save` in a private temp folder)."""
     with tempfile.TemporaryDirectory(prefix="rvqkit-") as d:
         path = Path(d) / "codes.npz"
         enc.save(path)
         return path.read_bytes()
-
-
-def encoded_from_npz(data: bytes) -> Encoded:
-    """Read ``.npz`` codes bytes with :meth:`Encoded.load` (no pickle) via a private temp file."""
-    with tempfile.TemporaryDirectory(prefix="rvqkit-") as d:
-        path = Path(d) / "codes.npz"
-        path.write_bytes(data)
-        try:
-            return Encoded.load(path)
-        except CodesError as e:
-            raise CodesError(str(e).replace(str(path), "uploaded codes")) from None
 
 
 # -- the app -----------------------------------------------------------------------------------------------
@@ -255,6 +229,10 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
     @app.exception_handler(LimitError)
     async def _limit(request: Request, exc: LimitError) -> JSONResponse:
         return _error(413, "too_large", str(exc))
+
+    @app.exception_handler(JSONBodyError)
+    async def _json_body(request: Request, exc: JSONBodyError) -> JSONResponse:
+        return _error(422, "bad_request", str(exc))
 
     @app.exception_handler(RvqkitError)
     async def _rvqkit(request: Request, exc: RvqkitError) -> JSONResponse:
@@ -316,9 +294,17 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
             limits=LimitsInfo(
                 max_upload_bytes=settings.max_upload_bytes,
                 max_duration_s=settings.max_duration_s,
+                max_json_bytes=json_limit,
+                max_job_samples=settings.job_samples(codec.sample_rate),
+                max_jobs=settings.max_jobs,
+                job_piece_s=settings.job_piece_s,
                 max_streams=settings.max_streams,
                 idle_timeout_s=settings.idle_timeout_s,
                 max_message_bytes=settings.max_message_bytes,
+                max_stream_s=settings.max_stream_s,
+                max_backlog_s=settings.max_backlog_s,
+                min_stream_rate=settings.min_stream_rate,
+                stream_grace_s=settings.stream_grace_s,
             ),
         )
 
@@ -361,20 +347,40 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
     async def decode(file: Annotated[UploadFile, File(description="A .npz codes file.")], n_q: NQ = None):
         """Decode an ``.npz`` codes file (from ``/v1/encode?format=npz`` or ``rvqkit encode``) to WAV."""
         data = await read_upload(file, settings)
-        enc = await run_in_threadpool(encoded_from_npz, data)
-        if enc.batch_size != 1:
-            raise CodesError(f"the server decodes one signal per request; the file holds {enc.batch_size}")
-        if enc.lengths.numel() and int(enc.lengths[0]) > 0:
-            settings.check_duration(int(enc.lengths[0]), codec.sample_rate)
+        enc = await run_in_threadpool(encoded_from_npz, data, codec, settings)
+        await run_in_threadpool(check_npz_codes, enc, codec, settings)
+        check_n_q(n_q, enc.n_q)
         audio = await run_in_threadpool(locked, codec.decode, enc, n_q)
         return Response(
             wav_bytes(audio[0, :, : int(enc.lengths[0])], codec.sample_rate), media_type="audio/wav"
         )
 
-    @app.post("/v1/decode/json", tags=["codec"], response_class=Response, responses={**ERRORS, **WAV})
-    async def decode_json(body: EncodedJSON, n_q: NQ = None):
-        """Decode JSON codes (as ``/v1/encode`` returns them) to WAV."""
-        enc = encoded_from_json(body, codec, settings)
+    body_model = json_model(codec, settings)
+    json_limit = settings.json_bytes(codec.frame_rate)
+
+    @app.post(
+        "/v1/decode/json",
+        tags=["codec"],
+        response_class=Response,
+        responses={**ERRORS, **WAV},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": EncodedJSON.model_json_schema(ref_template="#/components/schemas/{model}")
+                    }
+                },
+            }
+        },
+    )
+    async def decode_json(request: Request, n_q: NQ = None):
+        """Decode JSON codes (as ``/v1/encode`` returns them) to WAV. The body is read up to its size
+        limit and validated in a worker thread, with list lengths bounded by the server's limits."""
+        raw = await read_body(request, json_limit)
+        body = await run_in_threadpool(parse_json, raw, body_model)
+        enc = await run_in_threadpool(encoded_from_json, body, codec, settings)
+        check_n_q(n_q, enc.n_q)
         audio = await run_in_threadpool(locked, codec.decode, enc, n_q)
         return Response(wav_bytes(audio[0], codec.sample_rate), media_type="audio/wav")
 

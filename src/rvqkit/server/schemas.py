@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from ..audio import MIN_SAMPLE_RATE
+from .limits import MAX_CODEBOOKS
 
 PcmFormat = Literal["f32le", "s16le"]
+MAX_SAMPLE_RATE = 384_000  # Hz, the highest PCM input rate a stream may declare
+
+
+def code_rows(max_frames: int | None = None, max_rows: int = MAX_CODEBOOKS) -> object:
+    """The type of ``codes``: at most ``max_rows`` rows of at most ``max_frames`` integers.
+
+    ``fail_fast`` stops at the first bad element: a flat list of a million numbers where rows are expected
+    costs one error, not a million (pydantic would otherwise build one error object per element)."""
+    row = Annotated[list[StrictInt], Field(max_length=max_frames, fail_fast=True)]
+    return Annotated[list[row], Field(max_length=max_rows, fail_fast=True)]
+
+
+FloatList = Annotated[list[float], Field(fail_fast=True)]
+IntList = Annotated[list[StrictInt], Field(fail_fast=True)]
 
 
 class ErrorResponse(BaseModel):
@@ -17,11 +34,21 @@ class ErrorResponse(BaseModel):
 
 
 class LimitsInfo(BaseModel):
-    max_upload_bytes: int
-    max_duration_s: float
+    """The server's limits (see :class:`rvqkit.server.ServerSettings` for each one's meaning)."""
+
+    max_upload_bytes: int = Field(description="bytes")
+    max_duration_s: float = Field(description="seconds of audio per REST request")
+    max_json_bytes: int = Field(description="largest /v1/decode/json body, bytes")
+    max_job_samples: int = Field(description="model work per REST request, samples at the model rate")
+    max_jobs: int = Field(description="REST model jobs admitted at once; more get 503")
+    job_piece_s: float = Field(description="REST jobs run in pieces of this many seconds of audio")
     max_streams: int
     idle_timeout_s: float
     max_message_bytes: int
+    max_stream_s: float = Field(description="seconds of audio per stream")
+    max_backlog_s: float = Field(description="seconds of audio a stream may have outstanding")
+    min_stream_rate: float = Field(description="seconds of audio per second a stream must send")
+    stream_grace_s: float = Field(description="seconds before min_stream_rate applies")
 
 
 class InfoResponse(BaseModel):
@@ -76,8 +103,8 @@ class EncodedJSON(BaseModel):
     n_q: int = Field(description="codebooks")
     length: int = Field(description="signal length, samples at the model rate")
     frames: int = Field(description="code frames")
-    codes: list[list[int]] = Field(description="[n_q][frames] code indices")
-    scales: list[float] | None = Field(default=None, description="48 kHz model: one scale per segment")
+    codes: code_rows() = Field(description="[n_q][frames] code indices")  # type: ignore[valid-type]
+    scales: FloatList | None = Field(default=None, description="48 kHz model: one scale per segment (> 0)")
 
 
 # -- streaming messages (JSON text frames; audio travels as binary frames) --------------------------------
@@ -86,7 +113,9 @@ class EncodeStart(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sample_rate: int = Field(gt=0, le=384000, description="Hz of the PCM the client sends")
+    sample_rate: int = Field(
+        ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE, description="Hz of the PCM the client sends (4000 to 384000)"
+    )
     channels: int = Field(ge=1, le=16, description="interleaved channels")
     format: PcmFormat = "f32le"
     bandwidth: float = Field(default=6.0, description="kbps")
@@ -106,9 +135,9 @@ class CodesMessage(BaseModel):
 
     type: Literal["codes"] = "codes"
     start: int = Field(default=0, ge=0, description="index of the first frame here")
-    codes: list[list[int]] = Field(description="[n_q][frames]")
-    scales: list[float] | None = Field(default=None, description="48 kHz: one per segment completed here")
-    segment_frames: list[int] = Field(default_factory=list, description="48 kHz: frames of each segment")
+    codes: code_rows() = Field(description="[n_q][frames]")  # type: ignore[valid-type]
+    scales: FloatList | None = Field(default=None, description="48 kHz: one per segment completed here (> 0)")
+    segment_frames: IntList = Field(default_factory=list, description="48 kHz: frames of each segment")
 
 
 class ControlMessage(BaseModel):

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from .. import stream as stream_mod
-from ..audio import convert_channels
+from ..audio import convert_channels, resampled_length
 from ..codec import Codec
 from ..errors import RvqkitError
 from ..stream import CodePacket, StreamDecoder, StreamEncoder
@@ -291,13 +291,46 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 # -- connection helpers ------------------------------------------------------------------------------------
-async def _receive(ws: WebSocket, settings: ServerSettings) -> dict[str, Any]:
+class Pace:
+    """A connection's clock against slow clients: after ``stream_grace_s`` a stream must have carried at
+    least ``min_stream_rate`` seconds of audio per second open (a client trickling a few bytes every few
+    seconds would otherwise hold a stream slot for hours)."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.t0 = time.monotonic()
+        self.audio_s = 0.0  # seconds of audio (or of codes) received so far
+
+    def timeout(self) -> float:
+        """How long the next receive may wait: the idle timeout, or less when the rate would fail first."""
+        s = self.settings
+        if s.min_stream_rate <= 0:
+            return s.idle_timeout_s
+        due = max(s.stream_grace_s, self.audio_s / s.min_stream_rate) - (time.monotonic() - self.t0)
+        return max(0.0, min(s.idle_timeout_s, due))
+
+    def check(self) -> None:
+        s = self.settings
+        elapsed = time.monotonic() - self.t0
+        if (
+            s.min_stream_rate > 0
+            and elapsed > s.stream_grace_s
+            and self.audio_s < s.min_stream_rate * elapsed
+        ):
+            raise StreamClosed(
+                "too_slow",
+                f"{self.audio_s:.1f} s of audio in {elapsed:.0f} s; a stream must carry at least "
+                f"{s.min_stream_rate:g} s of audio per second after the first {s.stream_grace_s:g} s",
+            )
+
+
+async def _receive(ws: WebSocket, settings: ServerSettings, pace: Pace) -> dict[str, Any]:
+    timeout = pace.timeout()
     try:
-        msg = await asyncio.wait_for(ws.receive(), settings.idle_timeout_s)
+        msg = await asyncio.wait_for(ws.receive(), timeout)
     except asyncio.TimeoutError:
-        raise StreamClosed(
-            "idle_timeout", f"nothing received for {settings.idle_timeout_s:g} s; closing"
-        ) from None
+        pace.check()
+        raise StreamClosed("idle_timeout", f"nothing received for {timeout:g} s; closing") from None
     if msg["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(msg.get("code", 1000))
     size = len(msg.get("bytes") or b"") + len(msg.get("text") or "")
@@ -306,13 +339,16 @@ async def _receive(ws: WebSocket, settings: ServerSettings) -> dict[str, Any]:
     return msg
 
 
-def _parse(model: type[BaseModel], text: str | None, what: str) -> Any:
+def _parse(model: type[BaseModel], text: str | dict | None, what: str) -> Any:
+    """``text`` (JSON, or a dict already parsed) validated as ``model``; else a ``bad_request`` close."""
     if text is None:
         raise StreamClosed("bad_request", f"expected a JSON text message ({what}), got binary")
     try:
-        return model.model_validate_json(text)
+        return model.model_validate(text) if isinstance(text, dict) else model.model_validate_json(text)
     except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3])
+        errs = "; ".join(
+            f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors(include_url=False)[:3]
+        )
         raise StreamClosed("bad_request", f"bad {what}: {errs}") from None
 
 
@@ -391,39 +427,63 @@ async def _run_stream(
 # -- the sockets -------------------------------------------------------------------------------------------
 def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
     codec, settings = hub.codec, hub.settings
+    rate, hop = codec.sample_rate, codec.hop_length
 
     @app.websocket("/v1/stream/encode")
     async def stream_encode(ws: WebSocket) -> None:
+        pace = Pace(settings)
+
         async def body() -> None:
-            start = _parse(EncodeStart, (await _receive(ws, settings)).get("text"), "start message")
+            start = _parse(EncodeStart, (await _receive(ws, settings, pace)).get("text"), "start message")
             encoder = codec.stream_encoder(start.bandwidth)
             s = _Stream("encode", encoder)
             dtype = DTYPES[start.format]
             width = dtype.itemsize * start.channels
             resampler = (
-                soxr.ResampleStream(start.sample_rate, codec.sample_rate, start.channels, dtype="float32")
-                if start.sample_rate != codec.sample_rate
+                soxr.ResampleStream(start.sample_rate, rate, start.channels, dtype="float32")
+                if start.sample_rate != rate
                 else None
             )
-            max_samples = settings.max_stream_s * codec.sample_rate
-            max_backlog = settings.max_backlog_s * codec.sample_rate
-            state = {"carry": b"", "frames": 0, "samples": 0}
+            max_samples = settings.max_stream_s * rate
+            max_backlog = settings.max_backlog_s * rate
+            # frames: code frames sent; samples: model-rate samples queued; frames_in: PCM frames received
+            state = {"carry": b"", "frames": 0, "samples": 0, "frames_in": 0}
             await _send_json(
                 ws,
                 {
                     "type": "ready",
                     "model": codec.name,
-                    "sample_rate": codec.sample_rate,
+                    "sample_rate": rate,
                     "channels": codec.channels,
                     "n_q": encoder.n_q,
                     "bandwidth": codec.config.bandwidth_for_n_q(encoder.n_q),
                     "frame_rate": codec.frame_rate,
-                    "hop_length": codec.hop_length,
+                    "hop_length": hop,
                 },
             )
 
-            def to_model(pcm: np.ndarray, last: bool) -> np.ndarray:
-                x = pcm.reshape(-1, start.channels)
+            def admit(frames_in: int) -> None:
+                """Count ``frames_in`` PCM frames against the limits before converting them: the cost is
+                what they become at the model's rate."""
+                state["frames_in"] += frames_in
+                cost = resampled_length(state["frames_in"], start.sample_rate, rate)
+                pace.audio_s = cost / rate
+                if cost > max_samples:
+                    raise LimitError(f"stream longer than {settings.max_stream_s:g} s")
+                # audio received whose codes have not been sent yet: the server falling behind, or the
+                # client not reading its codes
+                if cost - state["frames"] * hop > max_backlog:
+                    raise StreamClosed(
+                        "overloaded",
+                        f"more than {settings.max_backlog_s:g} s of audio without codes sent back (the server "
+                        "is not keeping up, or the client is not reading); closing",
+                        CLOSE_TRY_LATER,
+                    )
+                pace.check()
+
+            # runs in a worker thread: conversion and resampling never block the event loop
+            def to_model(pcm: bytes, last: bool) -> np.ndarray:
+                x = np.frombuffer(pcm, dtype=dtype).reshape(-1, start.channels)
                 if dtype.kind == "i":
                     x = x.astype(np.float32) / 32768.0
                 x = np.asarray(x, dtype=np.float32)
@@ -438,30 +498,23 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                     return
                 s.pending.append(x)
                 state["samples"] += x.shape[-1]
-                if state["samples"] > max_samples:
-                    raise LimitError(f"stream longer than {settings.max_stream_s:g} s")
-                # samples received whose codes have not gone out yet (the encoder's frames_out is
-                # updated by the worker thread; reading an int here is safe)
-                if state["samples"] - encoder.frames_out * codec.hop_length > max_backlog:
-                    raise StreamClosed(
-                        "overloaded", "the server fell too far behind this stream; closing", CLOSE_TRY_LATER
-                    )
                 hub.wake()
 
             async def read() -> None:
                 while True:
-                    msg = await _receive(ws, settings)
+                    msg = await _receive(ws, settings, pace)
                     if msg.get("bytes") is not None:
                         data = state["carry"] + msg["bytes"]
                         cut = len(data) - len(data) % width
                         state["carry"] = data[cut:]
-                        queue(to_model(np.frombuffer(data[:cut], dtype=dtype), last=False))
+                        admit(cut // width)
+                        queue(await asyncio.to_thread(to_model, data[:cut], False))
                         continue
                     _parse(ControlMessage, msg.get("text"), "control message")
                     if state["carry"]:
                         raise StreamClosed("bad_audio", "the PCM ended inside a sample")
                     if resampler is not None:
-                        queue(to_model(np.zeros(0, dtype=dtype), last=True))
+                        queue(await asyncio.to_thread(to_model, b"", True))
                     if state["samples"] == 0:
                         raise StreamClosed("bad_audio", "the stream ended before any audio")
                     s.end = True
@@ -491,38 +544,56 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
 
     @app.websocket("/v1/stream/decode")
     async def stream_decode(ws: WebSocket) -> None:
+        pace = Pace(settings)
+
         async def body() -> None:
-            start = _parse(DecodeStart, (await _receive(ws, settings)).get("text"), "start message")
-            if start.length is not None and start.length > settings.max_stream_s * codec.sample_rate:
+            start = _parse(DecodeStart, (await _receive(ws, settings, pace)).get("text"), "start message")
+            if start.length is not None and start.length > settings.max_stream_s * rate:
                 raise LimitError(f"length beyond the stream limit of {settings.max_stream_s:g} s")
             decoder = codec.stream_decoder(length=start.length)
             s = _Stream("decode", decoder)
             dtype = DTYPES[start.format]
-            state = {"n_q": None, "samples": 0, "frames": 0}
+            # n_q: codebooks of the first message; samples: PCM samples sent; frames: code frames received
+            state: dict[str, Any] = {"n_q": None, "samples": 0, "frames": 0}
             max_frames = settings.max_stream_s * codec.frame_rate
-            seg_frames = -(-(codec.config.segment_length or 0) // codec.hop_length)
+            max_backlog = settings.max_backlog_s * rate
+            seg_frames = -(-(codec.config.segment_length or 0) // hop)
             await _send_json(
                 ws,
                 {
                     "type": "ready",
                     "model": codec.name,
-                    "sample_rate": codec.sample_rate,
+                    "sample_rate": rate,
                     "channels": codec.channels,
                     "format": start.format,
                 },
             )
 
-            def packet_of(m: CodesMessage) -> CodePacket:
+            # runs in a worker thread: parsing and checking a message (up to max_message_bytes of JSON)
+            def packet_of(text: str) -> CodePacket | None:
+                """The message's codes as a packet, or None for ``{"type": "end"}``."""
+                try:
+                    obj = json.loads(text)
+                except ValueError:
+                    obj = None
+                if not isinstance(obj, dict):
+                    raise StreamClosed("bad_request", "a codes message is a JSON object")
+                if obj.get("type") == "end":
+                    return None
+                m = _parse(CodesMessage, obj, "codes message")
                 n_q = len(m.codes)
                 if not 1 <= n_q <= codec.num_codebooks:
                     raise StreamClosed("bad_codes", f"codes must hold 1..{codec.num_codebooks} codebooks")
                 if state["n_q"] is not None and n_q != state["n_q"]:
                     raise StreamClosed("bad_codes", f"codebooks changed from {state['n_q']} to {n_q}")
-                state["n_q"] = n_q
                 frames = len(m.codes[0])
                 if any(len(r) != frames for r in m.codes):
                     raise StreamClosed("bad_codes", "every codebook row must hold the same number of frames")
-                if any(not 0 <= c < codec.codebook_size for r in m.codes for c in r):
+                try:
+                    codes = np.array(m.codes, dtype=np.int64).reshape(n_q, frames)
+                except OverflowError:
+                    codes = np.full(1, -1)
+                if codes.size and (codes.min() < 0 or codes.max() >= codec.codebook_size):
                     raise StreamClosed("bad_codes", f"codes out of range [0, {codec.codebook_size})")
                 scales = None
                 if codec.config.normalize:
@@ -530,36 +601,47 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                         sum(m.segment_frames) == frames
                         and m.scales is not None
                         and len(m.scales) == len(m.segment_frames)
-                        and all(np.isfinite(m.scales))
                         and all(0 < n <= seg_frames for n in m.segment_frames)
                     )
                     if not ok:
                         raise StreamClosed(
                             "bad_codes",
                             "48 kHz codes come in whole segments: segment_frames summing to the frames "
-                            "and one finite scale per segment",
+                            "and one scale per segment",
                         )
+                    if not all(np.isfinite(m.scales) & (np.asarray(m.scales) > 0)):
+                        raise StreamClosed("bad_codes", "scales must be finite and > 0")
                     scales = torch.tensor([m.scales], dtype=torch.float32) if m.scales else None
-                state["frames"] += frames
+                state["n_q"] = n_q
+                return CodePacket(torch.from_numpy(codes)[None], scales, list(m.segment_frames))
+
+            def admit(p: CodePacket) -> None:
+                state["frames"] += p.num_frames
+                pace.audio_s = state["frames"] * hop / rate
                 if state["frames"] > max_frames:
                     raise LimitError(f"stream longer than {settings.max_stream_s:g} s")
-                return CodePacket(torch.tensor([m.codes], dtype=torch.long), scales, list(m.segment_frames))
+                # codes received whose PCM has not been sent: the server falling behind, or the client
+                # not reading its PCM (which would otherwise pile up here)
+                if state["frames"] * hop - state["samples"] > max_backlog:
+                    raise StreamClosed(
+                        "overloaded",
+                        f"more than {settings.max_backlog_s:g} s of codes without PCM sent back (the server "
+                        "is not keeping up, or the client is not reading); closing",
+                        CLOSE_TRY_LATER,
+                    )
+                pace.check()
 
             async def read() -> None:
                 while True:
-                    msg = await _receive(ws, settings)
-                    text = msg.get("text")
+                    text = (await _receive(ws, settings, pace)).get("text")
                     if text is None:
                         raise StreamClosed("bad_request", "the decode socket takes JSON codes messages")
-                    try:
-                        kind = json.loads(text).get("type") if text.lstrip().startswith("{") else None
-                    except ValueError:
-                        kind = None
-                    if kind == "end":
+                    p = await asyncio.to_thread(packet_of, text)
+                    if p is None:
                         s.end = True
                         hub.wake()
                         return
-                    p = packet_of(_parse(CodesMessage, text, "codes message"))
+                    admit(p)
                     if p.num_frames:
                         s.pending.append(p)
                         hub.wake()
