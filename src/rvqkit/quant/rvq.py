@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import CodesError
+
 
 @dataclass
 class LayerStep:
@@ -73,11 +75,26 @@ class ResidualVectorQuantizer(nn.Module):
                 residual = residual - nn.functional.embedding(codes[k], self.codebooks[k])
         return codes.view(n_q, b, t).permute(1, 0, 2).contiguous()
 
+    def check_codes(self, codes: torch.Tensor) -> None:
+        """Raise :class:`~rvqkit.errors.CodesError` unless ``codes`` fit these codebooks (see :meth:`decode`)."""
+        if not isinstance(codes, torch.Tensor) or codes.ndim != 3:
+            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise CodesError(f"codes must be a tensor [batch, n_q, frames], got {shape}")
+        if codes.dtype == torch.bool or codes.is_floating_point() or codes.is_complex():
+            raise CodesError(f"codes must be integers, got dtype {codes.dtype}")
+        if not 1 <= codes.shape[1] <= self.num_quantizers:
+            raise CodesError(f"codes hold {codes.shape[1]} codebooks; these have 1 to {self.num_quantizers}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise CodesError(f"codes out of range [0, {self.codebook_size})")
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Sum of the codebook entries for codes ``[B, n_q, frames]`` → embeddings ``[B, D, frames]``.
 
         Entries are added in codebook order starting from zero, as the references do (same roundings).
+        Codes that are not integers ``[B, n_q, frames]`` with ``n_q ≤ num_quantizers`` and values in
+        ``[0, codebook_size)`` raise :class:`~rvqkit.errors.CodesError`.
         """
+        self.check_codes(codes)
         b, n_q, t = codes.shape
         out = torch.zeros(b, t, self.dim, device=codes.device, dtype=self.codebooks.dtype)
         for k in range(n_q):
