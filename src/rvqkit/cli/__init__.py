@@ -47,7 +47,10 @@ ModelOpt = Annotated[
 FileModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", envvar="RVQKIT_MODEL", help="Weights; default: the hub model named in the file."
+        "--model",
+        "-m",
+        envvar="RVQKIT_MODEL",
+        help="Weights; default: the preset named in the file (encodec_24khz or encodec_48khz only).",
     ),
 ]
 BandwidthOpt = Annotated[float, typer.Option("--bandwidth", "-b", help="Target bandwidth in kbps.")]
@@ -100,6 +103,24 @@ def progress_bar(label: str, total_seconds: float | None) -> Iterator[Callable[[
             progress.update(task, completed=seconds_done, speed=f"{seconds_done / elapsed:.1f}x real time")
 
         yield update
+
+
+def model_for_file(model: str | None, named: object, source: Path) -> str:
+    """The weights to load for a codes or token file: ``model`` (``--model``) when given, else the known
+    preset the file names (its hub id). A file never chooses other weights (a hub download of any repo
+    name, a local path): those need ``--model``."""
+    from ..weights import HUB_IDS
+
+    if model:
+        return model
+    if isinstance(named, str) and named in HUB_IDS:
+        return HUB_IDS[named]
+    if isinstance(named, str) and named in HUB_IDS.values():
+        return named
+    presets = ", ".join(HUB_IDS)
+    if not named:
+        raise RvqkitError(f"{source} names no model; pass --model")
+    raise RvqkitError(f"{source} names the model {named!r}, not a known preset ({presets}); pass --model")
 
 
 def load_codec(model: str, device: str):

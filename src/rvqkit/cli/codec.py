@@ -21,6 +21,7 @@ from . import (
     check_output,
     err,
     load_codec,
+    model_for_file,
     progress_bar,
     user_errors,
 )
@@ -96,13 +97,12 @@ def decode(
     """Decode a codes file to audio, optionally from the first K codebooks only (bounded memory)."""
     from ..chunked import decode_to_file
     from ..encoded import Encoded
-    from ..weights import HUB_IDS
 
     check_output(output, overwrite, (input,))
     encoded = Encoded.load(input)
     if encoded.batch_size != 1:
         raise RvqkitError(f"{input} holds {encoded.batch_size} items; the CLI decodes files of one item")
-    codec = load_codec(model or HUB_IDS.get(encoded.model, encoded.model), device)
+    codec = load_codec(model_for_file(model, encoded.model, input), device)
     n = int(encoded.lengths[0])
     with progress_bar("decode", n / codec.sample_rate) as update:
         decode_to_file(codec, encoded, output, n_q=n_q, overwrite=overwrite, progress=update)

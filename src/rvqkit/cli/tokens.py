@@ -1,23 +1,23 @@
 """``rvqkit tokens`` (codes or audio → language-model token ids) and ``rvqkit detokenize`` (token ids →
 audio).
 
-Token files: ``.npz`` (``ids`` int64, ``attention_mask`` bool, ``frame_lengths``, ``lengths`` in samples,
-``scales`` for the 48 kHz model, and ``meta``: UTF-8 JSON with the layout settings and the model; no
-pickle), ``.json`` (the same facts, with each item's ids without padding under ``items``) or ``.txt`` (ids
-only: one line per item, or per stream with a blank line between items, as printed to stdout).
+The token file format (``.npz``, ``.json``, ``.txt``) lives in :mod:`rvqkit.tokens.files`; its names
+(``FORMAT``, ``VERSION``, ``save_tokens``, ``load_tokens``, ``ids_text``, ``source_meta``) are
+re-exported here for compatibility.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import torch
 import typer
 
 from ..errors import RvqkitError
+from ..tokens.files import FORMAT, VERSION, ids_text, load_tokens, save_tokens, source_meta
 from . import (
     DEFAULT_MODEL,
     BandwidthOpt,
@@ -29,11 +29,11 @@ from . import (
     check_output,
     err,
     load_codec,
+    model_for_file,
     user_errors,
 )
 
-FORMAT = "rvqkit-tokens"
-VERSION = 1
+__all__ = ["FORMAT", "VERSION", "ids_text", "load_tokens", "save_tokens", "source_meta"]
 
 
 def parse_special(text: str | None, name: str) -> bool | int:
@@ -56,89 +56,6 @@ def parse_ids(text: str | None, name: str) -> int | list[int] | None:
     except ValueError:
         raise RvqkitError(f"--{name} takes a token id or comma-separated ids, got {text!r}") from None
     return ids[0] if len(ids) == 1 else ids
-
-
-def ids_text(items: list[torch.Tensor]) -> str:
-    """One line of ids per item (per stream for multi-stream layouts, items separated by a blank line)."""
-    blocks = []
-    for it in items:
-        rows = it[None] if it.ndim == 1 else it
-        blocks.append("\n".join(" ".join(map(str, r.tolist())) for r in rows))
-    return ("\n\n" if items and items[0].ndim == 2 else "\n").join(blocks) + "\n"
-
-
-def source_meta(encoded) -> dict[str, Any]:
-    return {
-        "model": encoded.model,
-        "weights_sha256": encoded.weights_sha256,
-        "sample_rate": encoded.sample_rate,
-        "channels": encoded.channels,
-        "bandwidth": encoded.bandwidth,
-    }
-
-
-def save_tokens(path: Path, layout, batch, encoded) -> None:
-    """Write a token file by suffix (.npz, .json, .txt); the caller checks overwriting."""
-    suffix = path.suffix.lower()
-    meta = {"format": FORMAT, "version": VERSION, "layout": layout.settings(), "source": source_meta(encoded)}
-    if suffix == ".npz":
-        arrays = {
-            "ids": batch.ids.numpy(),
-            "attention_mask": batch.attention_mask.numpy(),
-            "frame_lengths": encoded.frame_lengths.numpy().astype(np.int64),
-            "lengths": encoded.lengths.numpy().astype(np.int64),
-            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        }
-        if encoded.scales is not None:
-            arrays["scales"] = encoded.scales.numpy().astype(np.float32)
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
-    elif suffix == ".json":
-        meta["frame_lengths"] = encoded.frame_lengths.tolist()
-        meta["lengths"] = encoded.lengths.tolist()
-        meta["scales"] = None if encoded.scales is None else encoded.scales.tolist()
-        meta["items"] = [it.tolist() for it in batch.items()]
-        path.write_text(json.dumps(meta) + "\n")
-    elif suffix == ".txt":
-        path.write_text(ids_text(batch.items()))
-    else:
-        raise RvqkitError(f"{path}: token files end in .npz, .json or .txt")
-
-
-def load_tokens(path: Path) -> tuple[Any, torch.Tensor, torch.Tensor | None, dict[str, Any], dict[str, Any]]:
-    """(layout, ids, attention mask or None, source facts, arrays: lengths / frame_lengths / scales)."""
-    from ..tokens import TokenLayout
-
-    if not path.is_file():
-        raise RvqkitError(f"{path}: no such token file")
-    try:
-        if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            meta = json.loads(bytes(arrays.pop("meta").astype(np.uint8)).decode())
-            ids = torch.from_numpy(arrays.pop("ids").astype(np.int64))
-            mask = torch.from_numpy(arrays.pop("attention_mask").astype(bool))
-        elif path.suffix.lower() == ".json":
-            meta = json.loads(path.read_text())
-            layout = TokenLayout.from_settings(meta["layout"])
-            batch = layout.pad_items([torch.as_tensor(it, dtype=torch.long) for it in meta["items"]])
-            ids, mask = batch.ids, batch.attention_mask
-            arrays = {
-                k: np.asarray(meta[k])
-                for k in ("lengths", "frame_lengths", "scales")
-                if meta.get(k) is not None
-            }
-        else:
-            raise RvqkitError(
-                f"{path}: detokenize reads .npz or .json token files written by `rvqkit tokens`"
-            )
-    except RvqkitError:
-        raise
-    except Exception as e:  # zip, JSON, key, dtype errors of a damaged file
-        raise RvqkitError(f"{path}: not a readable token file ({type(e).__name__}: {e})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise RvqkitError(f"{path}: not an rvqkit token file (format {FORMAT} version {VERSION})")
-    return TokenLayout.from_settings(meta["layout"]), ids, mask, meta.get("source") or {}, arrays
 
 
 @app.command()
@@ -248,17 +165,13 @@ def detokenize(
 ) -> None:
     """Turn token ids back into codes (checking every token) and decode them to audio."""
     from ..audio import write_audio
-    from ..weights import HUB_IDS
 
     check_output(output, overwrite, (input,))
     lay, ids, mask, source, arrays = load_tokens(input)
     codes, frame_lengths = lay.decode(ids, mask)
     if not 0 <= item < codes.shape[0]:
         raise RvqkitError(f"--item {item}: the file holds {codes.shape[0]} items")
-    name = model or source.get("model")
-    if not name:
-        raise RvqkitError(f"{input} names no model; pass --model")
-    codec = load_codec(HUB_IDS.get(name, name), device)
+    codec = load_codec(model_for_file(model, source.get("model"), input), device)
     stored = arrays.get("frame_lengths")
     if (
         stored is not None
@@ -274,6 +187,8 @@ def detokenize(
             f"{codec.name} needs the per-segment scales of the original codes; {input} has none for these tokens"
         )
     else:  # tokens of another length (edited, generated): every frame is a whole hop
+        if int(frame_lengths[item]) == 0:
+            raise RvqkitError(f"item {item} of {input} holds no frames")
         lengths, scales = frame_lengths * codec.hop_length, None
     one = codec.wrap_codes(  # the chosen item: codes from tokens, not from these weights
         codes[item : item + 1, :, : int(frame_lengths[item])],

@@ -304,6 +304,10 @@ class TokenLayout:
                 m = m[None]
             if m.shape != (t.shape[0], t.shape[-1]):
                 raise TokenError(f"attention mask {tuple(m.shape)} does not match ids {tuple(t.shape)}")
+            if m.is_floating_point() or m.is_complex():
+                raise TokenError(f"attention mask must be bool (or 0/1 integers), got dtype {m.dtype}")
+            if m.dtype != torch.bool and m.numel() and (int(m.min()) < 0 or int(m.max()) > 1):
+                raise TokenError("attention mask must hold only 0 and 1")
             m = m.bool()
         else:
             m = self._mask_from_pad(t)
