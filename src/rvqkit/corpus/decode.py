@@ -113,20 +113,26 @@ def decode_corpus(
         exists = [out_dir / audio_name(i) for i in ids if (out_dir / audio_name(i)).exists()]
         if exists and not overwrite:
             raise CorpusError(f"{exists[0]} exists; pass overwrite=True to replace it")
-    if model is None:
-        if manifest is None:
-            raise CorpusError("no manifest.json next to the shard: give the model (model=...)")
-        model = manifest["model_source"]
-    codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
-    if manifest is not None:
-        want = manifest["model"].get("weights_sha256")
-        if want and codec.weights_sha256 and want != codec.weights_sha256:
-            raise CorpusError(
-                f"the codes were made with weights sha256 {want[:12]}..., the given model is "
-                f"{codec.weights_sha256[:12]}...; give the same weights (model=...)"
-            )
+
+    def load() -> Codec:  # only once a row is to be decoded: skipping needs no model
+        nonlocal model
+        if model is None:
+            if manifest is None:
+                raise CorpusError("no manifest.json next to the shard: give the model (model=...)")
+            model = manifest["model_source"]
+        codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
+        if manifest is not None:
+            want = manifest["model"].get("weights_sha256")
+            if want and codec.weights_sha256 and want != codec.weights_sha256:
+                raise CorpusError(
+                    f"the codes were made with weights sha256 {want[:12]}..., the given model is "
+                    f"{codec.weights_sha256[:12]}...; give the same weights (model=...)"
+                )
+        return codec
+
+    codec: Codec | None = None
+    to_codes: Any = None
     written: list[Path] = []
-    to_codes = None
     for row in iter_rows(files, ids):
         if limit is not None and len(written) >= limit:
             break
@@ -135,8 +141,8 @@ def decode_corpus(
             if skipped is not None:
                 skipped(target)
             continue
-        if to_codes is None:
-            to_codes = _codes_reader(row, manifest)
+        if codec is None:
+            codec, to_codes = load(), _codes_reader(row, manifest)
         encoded = codec.wrap_codes(
             to_codes(row),
             torch.tensor([row["scales"]], dtype=torch.float32) if row.get("scales") is not None else None,
