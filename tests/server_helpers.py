@@ -6,6 +6,23 @@ import io
 
 import numpy as np
 import soundfile as sf
+from fastapi.testclient import TestClient
+
+BASE_URL = "http://localhost"  # a trusted host of the default settings (TestClient's own is "testserver")
+
+
+class LocalClient(TestClient):
+    """A TestClient whose requests and sockets carry ``Host: localhost``, as a browser on this machine
+    sends (TestClient's own ``testserver`` is not a trusted host; its sockets ignore ``base_url``)."""
+
+    def websocket_connect(self, url: str, *args, **kwargs):
+        if url.startswith("/"):
+            url = "ws://localhost" + url
+        return super().websocket_connect(url, *args, **kwargs)
+
+
+def local_client(app, **kwargs) -> LocalClient:
+    return LocalClient(app, base_url=BASE_URL, **kwargs)
 
 
 def wav_bytes(x: np.ndarray, sr: int, subtype: str = "FLOAT") -> bytes:

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_signal
-from fastapi.testclient import TestClient
-from server_helpers import read_wav, wav_bytes
+from server_helpers import local_client, read_wav, wav_bytes
 
 from rvqkit import Encoded
 from rvqkit.server import ServerSettings, create_app
@@ -21,7 +20,7 @@ SR = 24000
 @pytest.fixture(scope="module")
 def client(codec24):
     app = create_app(codec24, ServerSettings(max_upload_bytes=400_000, max_duration_s=3.0))
-    with TestClient(app) as c:
+    with local_client(app) as c:
         yield c
 
 
@@ -269,7 +268,7 @@ def test_json_error_for_internal_fault(codec24, monkeypatch):
     """A real fault is a JSON 500, not a traceback page."""
     app = create_app(codec24)
     monkeypatch.setattr(codec24, "encode", lambda *a, **k: 1 / 0)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with local_client(app, raise_server_exceptions=False) as c:
         r = _encode(c, wav_bytes(make_signal(4000, 1, SR), SR), bandwidth=1.5)
     assert r.status_code == 500 and r.json()["error"] == "internal"
     assert json.loads(r.text)["message"].startswith("internal server error")
@@ -278,7 +277,7 @@ def test_json_error_for_internal_fault(codec24, monkeypatch):
 def test_48k_encode_decode_json(codec48):
     codec = codec48
     x = make_signal(48000 + 700, 2, 48000, seed=4)
-    with TestClient(create_app(codec)) as c:
+    with local_client(create_app(codec)) as c:
         body = _encode(c, wav_bytes(x, 48000), bandwidth=3.0).json()
         ref = codec.encode(x, 48000, bandwidth=3.0)
         assert torch.equal(torch.tensor(body["codes"]), ref.codes[0])

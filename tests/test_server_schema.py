@@ -25,8 +25,11 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def api_schema(meta_24k):
     codec = Codec.from_pretrained(meta_24k[1])
-    # small limits keep fuzzed requests cheap (and exercise the 413 paths)
-    app = create_app(codec, ServerSettings(max_upload_bytes=200_000, max_duration_s=2.0))
+    # small limits keep fuzzed requests cheap (and exercise the 413 paths); schemathesis sends
+    # Host: testserver
+    app = create_app(
+        codec, ServerSettings(max_upload_bytes=200_000, max_duration_s=2.0, trusted_hosts=("testserver",))
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

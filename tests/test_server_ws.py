@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_signal
-from fastapi.testclient import TestClient
-from server_helpers import mismatched_frames
+from server_helpers import local_client, mismatched_frames
 from starlette.websockets import WebSocketDisconnect
 
 import rvqkit.stream as stream_mod
@@ -24,7 +23,7 @@ SR = 24000
 
 @pytest.fixture(scope="module")
 def client24(codec24):
-    with TestClient(create_app(codec24)) as c:
+    with local_client(create_app(codec24)) as c:
         yield c
 
 
@@ -108,7 +107,7 @@ def test_codes_come_as_soon_as_final(client24, codec24):
 def test_encode_socket_48k_is_exact(codec48):
     x = make_signal(int(1.3 * 48000), 2, 48000, seed=11)
     offline = codec48.encode(x, 48000, bandwidth=6.0)
-    with TestClient(create_app(codec48)) as client:
+    with local_client(create_app(codec48)) as client:
         codes, scales, msgs = stream_encode(client, x, 48000, 6.0, random_sizes(3, 100_000))
         assert torch.equal(codes, offline.codes[0])
         assert torch.equal(torch.tensor(scales), offline.scales[0])
@@ -164,7 +163,7 @@ def test_concurrent_streams_share_the_model(codec24):
     """Three interleaved encode streams: each one's codes equal its own offline encoding."""
     xs = [make_signal(SR, 1, SR, seed=20 + i) for i in range(3)]
     app = create_app(codec24)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         sockets = [client.websocket_connect("/v1/stream/encode").__enter__() for _ in xs]
         for ws in sockets:
             ws.send_text(json.dumps({"sample_rate": SR, "channels": 1, "bandwidth": 1.5}))
@@ -236,7 +235,7 @@ def _expect_error(ws, kind: str, code: int) -> dict:
 
 def test_stream_limit_refuses_clearly(codec24):
     app = create_app(codec24, ServerSettings(max_streams=1))
-    with TestClient(app) as client, client.websocket_connect("/v1/stream/encode") as first:
+    with local_client(app) as client, client.websocket_connect("/v1/stream/encode") as first:
         first.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
         assert first.receive_json()["type"] == "ready"
         with client.websocket_connect("/v1/stream/decode") as second:
@@ -248,7 +247,7 @@ def test_stream_limit_refuses_clearly(codec24):
 
 def test_idle_socket_is_closed(codec24):
     app = create_app(codec24, ServerSettings(idle_timeout_s=0.3))
-    with TestClient(app) as client, client.websocket_connect("/v1/stream/encode") as ws:
+    with local_client(app) as client, client.websocket_connect("/v1/stream/encode") as ws:
         ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
         ws.receive_json()
         t = time.monotonic()
@@ -318,7 +317,7 @@ def test_stream_that_falls_behind_is_closed(codec24, monkeypatch):
     monkeypatch.setattr(stream_mod.StreamEncoder, "push", slow_push)
     app = create_app(codec24, ServerSettings(max_backlog_s=0.5, batching=False))
     x = make_signal(2 * SR, 1, SR).T.astype("<f4")
-    with TestClient(app) as client, client.websocket_connect("/v1/stream/encode") as ws:
+    with local_client(app) as client, client.websocket_connect("/v1/stream/encode") as ws:
         ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
         ws.receive_json()
         for i in range(0, 2 * SR, 1920):
@@ -335,7 +334,7 @@ def test_fault_in_a_step_ends_its_streams_only(codec24, monkeypatch):
     real = hub._step
     monkeypatch.setattr(hub, "_step", lambda jobs: 1 / 0)
     x = make_signal(SR // 2, 1, SR)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         with client.websocket_connect("/v1/stream/encode") as ws:
             ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
             ws.receive_json()

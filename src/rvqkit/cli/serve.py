@@ -37,12 +37,62 @@ def serve(
         bool,
         typer.Option("--batching/--no-batching", help="Batch all live streams into one model call per step."),
     ] = True,
+    trusted_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-host",
+            help="Also answer to this Host name (repeatable; '*' any). Trusted by default: localhost, "
+            "127.0.0.1, ::1 and the --host address (with 0.0.0.0: this machine's names and addresses).",
+        ),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            help="Let web pages from this origin (e.g. https://app.example:8443) open sockets and POST "
+            "(repeatable; '*' any). By default only the server's own page may.",
+        ),
+    ] = None,
+    max_jobs: Annotated[
+        int, typer.Option("--max-jobs", help="REST model requests admitted at once; more get 503.")
+    ] = 4,
+    max_job_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--max-job-samples",
+            help="Most model work per REST request, samples at the model rate (default: --max-duration).",
+        ),
+    ] = None,
+    job_piece: Annotated[
+        float,
+        typer.Option("--job-piece", help="REST jobs run in pieces of this many seconds; streams go between."),
+    ] = 2.0,
+    max_stream: Annotated[
+        float, typer.Option("--max-stream", help="Longest signal per WebSocket stream, seconds.")
+    ] = 3600.0,
+    max_backlog: Annotated[
+        float,
+        typer.Option(
+            "--max-backlog", help="Audio a stream may have outstanding before it is closed, seconds."
+        ),
+    ] = 10.0,
+    min_stream_rate: Annotated[
+        float,
+        typer.Option(
+            "--min-stream-rate",
+            help="Seconds of audio per second a stream must carry after --stream-grace (0: no minimum).",
+        ),
+    ] = 0.25,
+    stream_grace: Annotated[
+        float, typer.Option("--stream-grace", help="Seconds before --min-stream-rate applies.")
+    ] = 10.0,
 ) -> None:
     """Serve the codec over HTTP: REST API under /v1, WebSocket streams, and a browser page at /."""
     try:
         import uvicorn
 
         from ..server import ServerSettings, create_app
+        from ..server.security import trusted_hosts_for
     except ImportError as e:
         raise RvqkitError(f"the server needs its extra: pip install 'rvqkit[server]' ({e})") from None
     settings = ServerSettings(
@@ -51,6 +101,15 @@ def serve(
         max_streams=max_streams,
         idle_timeout_s=idle_timeout,
         batching=batching,
+        trusted_hosts=trusted_hosts_for(host, trusted_host or ()),
+        allowed_origins=tuple(allow_origin or ()),
+        max_jobs=max_jobs,
+        max_job_samples=max_job_samples,
+        job_piece_s=job_piece,
+        max_stream_s=max_stream,
+        max_backlog_s=max_backlog,
+        min_stream_rate=min_stream_rate,
+        stream_grace_s=stream_grace,
     )
     if threads is not None:
         if threads < 1:

@@ -42,6 +42,7 @@ from .inputs import (
 )
 from .limits import LimitError, NQError, ServerSettings
 from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo, StatsResponse
+from .security import HostOriginGuard
 
 STATIC = Path(__file__).parent / "static"
 ERRORS = {
@@ -221,6 +222,10 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.codec, app.state.settings, app.state.hub = codec, settings, hub
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+    # added last, so it runs first: a request from an untrusted host or origin is refused before anything
+    app.add_middleware(
+        HostOriginGuard, trusted_hosts=settings.trusted_hosts, allowed_origins=settings.allowed_origins
+    )
 
     def locked(fn, *args, **kwargs):
         with lock:
