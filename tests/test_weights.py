@@ -139,3 +139,73 @@ def test_hub_id_through_offline_cache(hf_24k, tmp_path, monkeypatch):
     assert torch.equal(_encode(Codec.from_pretrained("encodec_24khz")), _encode(codec))
     with pytest.raises(WeightsError, match="not in the Hugging Face cache"):
         Codec.from_pretrained("facebook/encodec_48khz")
+
+
+def _load_with_endpoint(tmp_path, endpoint: str, model: str) -> tuple[str, float]:
+    """In a fresh process with an empty cache and HF_ENDPOINT set: (the WeightsError's text, seconds taken)."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import time
+from rvqkit import Codec, WeightsError
+start = time.perf_counter()
+try:
+    Codec.from_pretrained({model!r})
+except WeightsError as e:
+    print(f"{{time.perf_counter() - start:.3f}} {{e}}")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(tmp_path / "empty-cache"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout, out.stderr
+    seconds, message = out.stdout.strip().split(" ", 1)
+    return message, float(seconds)
+
+
+def test_unreachable_hub_fails_fast_with_directions(tmp_path):
+    """Port 9 on loopback (discard; closed here): no retries, one error that says how to get the weights."""
+    msg, seconds = _load_with_endpoint(tmp_path, "http://127.0.0.1:9", "facebook/encodec_24khz")
+    assert seconds < 2.0, seconds  # huggingface_hub's own retries take about 25 s
+    assert "cannot be reached" in msg and "127.0.0.1:9" in msg and "Connect" in msg, msg
+    assert "huggingface-cli download facebook/encodec_24khz" in msg
+    assert "encodec_24khz-d7cc33bc.th" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert str(tmp_path / "empty-cache") in msg and "random-24khz" in msg
+
+
+def test_silent_hub_times_out_quickly(tmp_path):
+    """A server that accepts the connection and never answers (a hung proxy): the short probe gives up."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # connections wait in the backlog; nothing is ever sent back
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        msg, seconds = _load_with_endpoint(tmp_path, endpoint, "facebook/encodec_48khz")
+    assert "cannot be reached" in msg and "HF_HUB_ETAG_TIMEOUT" in msg and "random-48khz" in msg, msg
+    assert seconds < 4.0, seconds  # the probe waits 1.5 s; generous for a busy machine
+
+
+def test_random_models_are_seeded_labelled_and_usable():
+    from rvqkit.weights import RANDOM_MODELS, is_random_model, random_weights
+
+    assert is_random_model("random-24khz") and not is_random_model("facebook/encodec_24khz")
+    a = Codec.from_pretrained("random-24khz")
+    b = Codec.from_pretrained("random-24khz")
+    assert a.name == "encodec_24khz" and a.weights_sha256 == b.weights_sha256
+    assert all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
+    other_seed = random_weights("random-24khz", seed=1)
+    assert other_seed.sha256 != a.weights_sha256
+    assert not torch.equal(other_seed.state_dict["quantizer.codebooks"], a.model.quantizer.codebooks)
+    x = make_signal(24000, 1, 24000)
+    enc = a.encode(x, 24000, 6.0)
+    assert enc.weights_sha256 == a.weights_sha256
+    assert len(torch.unique(enc.codes[0, 0])) > 4  # codebooks fitted to the encoder: many codes in use
+    y = a.decode(enc)
+    assert y.shape == (1, 1, 24000) and torch.isfinite(y).all() and 0 < float(y.abs().max()) < 2
+    c48 = Codec.from_pretrained("random-48khz")
+    assert c48.name == "encodec_48khz" and c48.channels == 2 and c48.weights_sha256 != a.weights_sha256
+    assert set(RANDOM_MODELS) == {"random-24khz", "random-48khz"}
+    with pytest.raises(WeightsError, match="unknown random model"):
+        random_weights("random-16khz")

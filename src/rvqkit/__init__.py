@@ -1,5 +1,6 @@
 """rvqkit: neural audio compression with residual vector quantization (EnCodec), exact and streamable."""
 
+from . import runtime  # noqa: F401  first: sets OpenMP's wait policy before torch loads (rvqkit.runtime)
 from .codec import Codec
 from .config import ENCODEC_24KHZ, ENCODEC_48KHZ, CodecConfig
 from .encoded import Encoded

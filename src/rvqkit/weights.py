@@ -5,6 +5,9 @@ Two key schemes exist: Hugging Face's (``encoder.layers.0.conv.weight_g`` or, fr
 ``...conv.parametrizations.weight.original0``) and Meta's (``encoder.model.0.conv.conv.weight_g``).
 Both are translated to rvqkit's own names, and every tensor is accounted for: a missing, unknown or
 wrong-shape tensor is a :class:`~rvqkit.errors.WeightsError` naming it.
+
+``random-24khz`` / ``random-48khz`` build seeded random weights (no download, the audio is noise): a way
+to see every part of rvqkit work before fetching the real weights.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ META_CHECKPOINTS = {
 }
 _META_NAME = re.compile(r"^(?P<name>encodec_(?:24|48)khz)-(?P<sha>[0-9a-f]{8})\.th$")
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+META_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"  # where Meta's encodec tool fetches its checkpoints
+RANDOM_MODELS = {"random-24khz": "encodec_24khz", "random-48khz": "encodec_48khz"}
+RANDOM_WARNING = "random weights: the audio will be noise"
+RANDOM_RECIPE = 1  # bump when random_weights() changes what it builds (it is part of the recorded sha256)
 
 
 @dataclass(frozen=True)
@@ -201,17 +208,105 @@ def load_hf_folder(folder: Path) -> LoadedWeights:
     raise WeightsError(f"{folder} has config.json but no {' or '.join(_HF_WEIGHT_FILES)}")
 
 
+HUB_PROBE_TIMEOUT = 1.5  # seconds to wait for the hub's answer before calling it unreachable
+
+
+def hub_cache_dir() -> str:
+    """Where ``huggingface_hub`` keeps downloaded models (``HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``)."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def offline_help(repo_id: str) -> str:
+    """How to get ``repo_id``'s weights onto a machine without network (for the one error message)."""
+    name = repo_id.split("/")[-1]
+    folder = "models--" + repo_id.replace("/", "--")
+    meta = (
+        f" Or download Meta's checkpoint {META_URL}{META_CHECKPOINTS[name]} and give its path as the model."
+        if name in META_CHECKPOINTS
+        else ""
+    )
+    random = "random-48khz" if "48" in name else "random-24khz"
+    return (
+        f"on a machine with network, run `huggingface-cli download {repo_id}` (or `hf download {repo_id}`) "
+        f"and copy the folder {folder} of its cache (~/.cache/huggingface/hub) into {hub_cache_dir()} here "
+        f"(or point HF_HUB_CACHE at it); HF_HUB_OFFLINE=1 then uses the cache without asking the hub.{meta} "
+        f"To try rvqkit with no download: model '{random}' (seeded random weights; the audio is noise)"
+    )
+
+
+def _cached(repo_id: str, revision: str | None) -> Path | None:
+    """The cached snapshot folder holding config.json and a weights file, or None (no network used)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if not isinstance(cfg, str):
+        return None
+    for name in _HF_WEIGHT_FILES:
+        if isinstance(try_to_load_from_cache(repo_id, name, revision=revision), str):
+            return Path(cfg).parent
+    return None
+
+
+def _probe_hub(repo_id: str, revision: str | None) -> None:
+    """One request to the hub, without huggingface_hub's retries (which take about 25 s when the hub
+    cannot be reached): a :class:`WeightsError` with :func:`offline_help` if no answer comes.
+
+    Waits :data:`HUB_PROBE_TIMEOUT` seconds, or ``HF_HUB_ETAG_TIMEOUT`` if the user set it (a slow link).
+    An answer of any kind (the file, 404, 401) means the hub is reachable; the download reports it.
+    The request is the standard library's (it honours the usual proxy variables), not
+    huggingface_hub's: building its headers first asks the hub for another file with a 3 s timeout.
+    """
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants, hf_hub_url
+
+    timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or HUB_PROBE_TIMEOUT)
+    url = hf_hub_url(repo_id, "config.json", revision=revision)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return
+    except urllib.error.HTTPError:  # the hub answered (404, 401, 5xx): the download will say what
+        return
+    except (OSError, ValueError) as e:  # URLError, refused, DNS failure, timeout
+        reason = getattr(e, "reason", e)
+        why = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+        if isinstance(reason, (TimeoutError, socket.timeout)) or "timed out" in str(reason):
+            why += f"; no answer in {timeout:g} s (set HF_HUB_ETAG_TIMEOUT=30 on a slow link)"
+        raise WeightsError(
+            f"{repo_id} is not in the Hugging Face cache and the hub ({constants.ENDPOINT}) cannot be "
+            f"reached ({why}). To get the weights: {offline_help(repo_id)}"
+        ) from None
+
+
 def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
-    """Fetch a hub model's config and weights through ``huggingface_hub`` (its cache, its offline mode)."""
-    from huggingface_hub import hf_hub_download
+    """Fetch a hub model's config and weights through ``huggingface_hub`` (its cache, its offline mode).
+
+    A model already in the cache is used without asking the hub (EnCodec's published weights do not
+    change). Otherwise one short request checks that the hub answers before downloading, so that
+    without network the error comes at once and says how to get the weights (:func:`offline_help`).
+    """
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
+    cached = _cached(repo_id, revision)
+    if cached is not None:
+        return cached
+    if constants.is_offline_mode():
+        raise WeightsError(
+            f"{repo_id} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
+            f"To get the weights: {offline_help(repo_id)}"
+        )
+    _probe_hub(repo_id, revision)
     try:
         cfg = hf_hub_download(repo_id, "config.json", revision=revision)
     except LocalEntryNotFoundError:
         raise WeightsError(
-            f"{repo_id} is not in the Hugging Face cache and cannot be downloaded (offline or no network); "
-            "give a local model folder or Meta .th file instead"
+            f"{repo_id} is not in the Hugging Face cache and cannot be downloaded. "
+            f"To get the weights: {offline_help(repo_id)}"
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise WeightsError(f"cannot fetch {repo_id} from the Hugging Face hub: {e}") from None
@@ -219,22 +314,72 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
         try:
             hf_hub_download(repo_id, name, revision=revision)
             return Path(cfg).parent
-        except EntryNotFoundError:
-            continue
-        except LocalEntryNotFoundError:
+        except (EntryNotFoundError, LocalEntryNotFoundError):
             continue
         except (HfHubHTTPError, OSError, ValueError) as e:
             raise WeightsError(f"cannot fetch {name} of {repo_id}: {e}") from None
-    raise WeightsError(
-        f"{repo_id} has no {' or '.join(_HF_WEIGHT_FILES)} (or it is not cached while offline)"
-    )
+    raise WeightsError(f"{repo_id} has no {' or '.join(_HF_WEIGHT_FILES)}")
+
+
+# -- seeded random weights ------------------------------------------------------------------------------
+def is_random_model(name: str | os.PathLike[str]) -> bool:
+    """Whether ``name`` names seeded random weights (``random-24khz``, ``random-48khz``)."""
+    return str(name) in RANDOM_MODELS
+
+
+@torch.no_grad()
+def random_weights(name: str = "random-24khz", seed: int = 0) -> LoadedWeights:
+    """Seeded random weights for the architecture of ``name`` (``random-24khz`` / ``random-48khz``).
+
+    For trying every command without a download: codes, files and reports are real, the audio is noise.
+    Convolutions and the LSTM get torch's default initialisation from ``seed``; codebook k holds encoder
+    outputs of a seeded test signal after codebooks 0..k-1 (as k-means would start), so many distinct
+    codes are used; the decoder's last layer is scaled so that its output peaks near 0.5.
+
+    The recorded sha256 is that of the recipe (``name``, ``seed``, :data:`RANDOM_RECIPE`), not of the
+    tensors: the tensors' last bits depend on the CPU's rounding, the recipe does not, so codes made on
+    one machine decode with the same recipe on another.
+    """
+    if name not in RANDOM_MODELS:
+        raise WeightsError(f"unknown random model {name!r}; choose one of {', '.join(RANDOM_MODELS)}")
+    config = PRESETS[RANDOM_MODELS[name]]
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        model = EncodecModel(config).eval()  # torch's default init draws uniform numbers only
+        sr, channels = config.sampling_rate, config.audio_channels
+        t = torch.arange(sr, dtype=torch.float64) / sr  # 1 s
+        tones = [torch.sin(2 * torch.pi * (110.0 * (c + 1) + 700.0 * t) * t) for c in range(channels)]
+        x = 0.3 * torch.stack(tones) + 0.05 * (2 * torch.rand(channels, t.numel(), dtype=torch.float64) - 1)
+        x = x.float()[None]
+        if config.segment_length:  # one segment's worth, scaled as the model scales it
+            x = x[..., : config.segment_length]
+        emb, _ = model.normalized(x)
+        residual = model.encoder(emb)[0].t()  # [frames, dim]
+        books = model.quantizer.codebooks
+        for k in range(books.shape[0]):
+            pick = torch.randint(0, residual.shape[0], (books.shape[1],))
+            noise = (2 * torch.rand(books.shape[1:]) - 1) * residual.std() * 0.2
+            books[k] = residual[pick] + noise
+            residual = residual - books[k][torch.cdist(residual, books[k]).argmin(dim=1)]
+        codes, scales = model.encode(x, books.shape[0])
+        peak = float(model.decode(codes, scales, x.shape[-1]).abs().max())
+        last = model.decoder.layers[-1].conv
+        if peak > 0:
+            last.weight.mul_(0.5 / peak)
+            last.bias.mul_(0.5 / peak)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    recipe = f"rvqkit {name} seed {seed} recipe {RANDOM_RECIPE}"
+    return LoadedWeights(config, state, f"{name} (seed {seed})", hashlib.sha256(recipe.encode()).hexdigest())
 
 
 def load_weights(name_or_path: str | os.PathLike[str], revision: str | None = None) -> LoadedWeights:
     """Locate and load weights from a Meta ``.th`` file, a Hugging Face folder or file, or a hub id.
 
-    Short names ``encodec_24khz`` / ``encodec_48khz`` stand for the ``facebook/`` hub ids.
+    Short names ``encodec_24khz`` / ``encodec_48khz`` stand for the ``facebook/`` hub ids;
+    ``random-24khz`` / ``random-48khz`` are seeded random weights (:func:`random_weights`).
     """
+    if is_random_model(name_or_path):
+        return random_weights(str(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.is_file():
         if path.suffix in (".th", ".pt", ".pth"):
