@@ -267,7 +267,7 @@ def test_serve_command_is_registered():
 def test_json_error_for_internal_fault(codec24, monkeypatch):
     """A real fault is a JSON 500, not a traceback page."""
     app = create_app(codec24)
-    monkeypatch.setattr(codec24, "encode", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(codec24, "stream_encoder", lambda *a, **k: 1 / 0)  # REST encodes in pieces
     with local_client(app, raise_server_exceptions=False) as c:
         r = _encode(c, wav_bytes(make_signal(4000, 1, SR), SR), bandwidth=1.5)
     assert r.status_code == 500 and r.json()["error"] == "internal"

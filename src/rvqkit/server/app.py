@@ -1,24 +1,21 @@
 """The FastAPI app: REST endpoints (encode, decode, compress, decompress, info, health), the streaming
 sockets (see :mod:`rvqkit.server.sockets`) and the browser page at ``/``.
 
-Model calls run in worker threads under one lock (the model is shared; on CPU, concurrent calls would
-only compete for the same cores). Uploads are read into memory up to the size limit; no name or path
+The model is shared by everything, one user at a time (on CPU concurrent calls would only compete for
+the same cores; see :mod:`rvqkit.server.gate`): live stream steps go first, and REST requests are
+admitted up to ``max_jobs`` (then 503) and run in pieces (:mod:`rvqkit.server.jobs`), with parsing off
+the event loop and every cost checked from headers first. Uploads are read into memory up to the size limit; no name or path
 the client sends is ever used to open a file.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import tempfile
-import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
-import numpy as np
-import soundfile as sf
-import torch
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -26,11 +23,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import audio as audio_io
 from ..codec import Codec
 from ..encoded import Encoded
 from ..errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
 from ..framing import segment_bounds
+from .gate import JobCancelled, JobQueue, ModelGate
 from .inputs import (
     JSONBodyError,
     check_n_q,
@@ -40,7 +37,8 @@ from .inputs import (
     json_model,
     parse_json,
 )
-from .limits import LimitError, NQError, ServerSettings
+from .jobs import compress_job, decode_job, decompress_job, encode_job, probe_audio
+from .limits import BusyError, LimitError, NQError, ServerSettings
 from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo, StatsResponse
 from .security import HostOriginGuard
 
@@ -49,6 +47,7 @@ ERRORS = {
     400: {"model": ErrorResponse, "description": "Bad input: unreadable audio or codes, bad parameter."},
     413: {"model": ErrorResponse, "description": "Upload larger or longer than the server accepts."},
     422: {"model": ErrorResponse, "description": "Request does not match the schema."},
+    503: {"model": ErrorResponse, "description": "Busy: too many requests waiting; see Retry-After."},
 }
 WAV = {200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}
 ERROR_KINDS: list[tuple[type[Exception], str]] = [
@@ -143,35 +142,6 @@ async def read_upload(file: UploadFile, settings: ServerSettings) -> bytes:
     return data
 
 
-def read_audio_bytes(data: bytes, settings: ServerSettings) -> tuple[np.ndarray, int]:
-    """Decode WAV / FLAC / OGG / MP3 bytes to float32 ``[channels, samples]`` and the rate in Hz."""
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            if f.samplerate <= 0 or f.channels <= 0:
-                raise AudioError(f"audio header is invalid ({f.samplerate} Hz, {f.channels} channels)")
-            if f.frames > 0:
-                settings.check_duration(f.frames, f.samplerate)
-            x = f.read(dtype="float32", always_2d=True).T
-            sr = int(f.samplerate)
-    except RvqkitError:
-        raise
-    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError by format
-        why = re.sub(r"^Error opening .*?: ", "", str(e)).strip().rstrip(".")  # drop soundfile's object repr
-        raise AudioError(f"cannot read the uploaded audio ({why}); send WAV, FLAC, OGG or MP3") from None
-    x = np.ascontiguousarray(x)
-    audio_io.check_finite(x, "uploaded audio")
-    settings.check_duration(x.shape[-1], sr)
-    return x, sr
-
-
-def wav_bytes(audio: torch.Tensor, sample_rate: int) -> bytes:
-    """``[channels, samples]`` float audio as 16-bit PCM WAV bytes (clipped to [-1, 1])."""
-    buf = io.BytesIO()
-    data = np.clip(audio.detach().cpu().numpy().astype(np.float32), -1.0, 1.0).T
-    sf.write(buf, data, sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
 def encoded_to_json(enc: Encoded, codec: Codec) -> EncodedJSON:
     n = int(enc.frame_lengths[0])
     scales = None
@@ -206,13 +176,15 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
     from .sockets import StreamHub, add_stream_routes
 
     settings = settings or ServerSettings()
-    lock = threading.Lock()
-    hub = StreamHub(codec, settings, lock)
+    gate = ModelGate()
+    hub = StreamHub(codec, settings, gate)
+    queue = JobQueue(gate, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         await hub.close()
+        queue.close()
 
     app = FastAPI(
         title="rvqkit codec server",
@@ -220,20 +192,26 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
         description=f"EnCodec ({codec.name}) as a service: REST encode/decode/compress and WebSocket streaming.",
         lifespan=lifespan,
     )
-    app.state.codec, app.state.settings, app.state.hub = codec, settings, hub
+    app.state.codec, app.state.settings, app.state.hub, app.state.jobs = codec, settings, hub, queue
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
     # added last, so it runs first: a request from an untrusted host or origin is refused before anything
     app.add_middleware(
         HostOriginGuard, trusted_hosts=settings.trusted_hosts, allowed_origins=settings.allowed_origins
     )
 
-    def locked(fn, *args, **kwargs):
-        with lock:
-            return fn(*args, **kwargs)
-
     @app.exception_handler(LimitError)
     async def _limit(request: Request, exc: LimitError) -> JSONResponse:
         return _error(413, "too_large", str(exc))
+
+    @app.exception_handler(BusyError)
+    async def _busy(request: Request, exc: BusyError) -> JSONResponse:
+        response = _error(503, "busy", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    @app.exception_handler(JobCancelled)
+    async def _gone(request: Request, exc: JobCancelled) -> Response:
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
 
     @app.exception_handler(JSONBodyError)
     async def _json_body(request: Request, exc: JSONBodyError) -> JSONResponse:
@@ -273,7 +251,13 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
     @app.get("/v1/stats", response_model=StatsResponse, tags=["service"])
     async def stats() -> StatsResponse:
         """What the streaming scheduler has done: steps, batched calls, step times."""
-        return StatsResponse(streams=hub.active, batching=hub.batching, **hub.stats())
+        return StatsResponse(
+            streams=hub.active,
+            batching=hub.batching,
+            jobs=queue.admitted,
+            jobs_cancelled=queue.cancelled,
+            **hub.stats(),
+        )
 
     @app.get("/v1/info", response_model=InfoResponse, tags=["service"])
     async def info() -> InfoResponse:
@@ -331,6 +315,7 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
         response_model=None,
     )
     async def encode(
+        request: Request,
         file: Upload,
         bandwidth: Bandwidth = 6.0,
         format: Annotated[Literal["json", "npz"], Query(description="json or the .npz codes file")] = "json",
@@ -338,8 +323,8 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
         """Encode uploaded audio (WAV, FLAC, OGG, MP3; any rate and channels) to codes."""
         codec.n_q_for(bandwidth)
         data = await read_upload(file, settings)
-        x, sr = await run_in_threadpool(read_audio_bytes, data, settings)
-        enc = await run_in_threadpool(locked, codec.encode, x, sr, bandwidth)
+        await run_in_threadpool(probe_audio, data, codec, settings)
+        enc = await queue.run(request, encode_job, codec, data, bandwidth, settings)
         if format == "npz":
             return Response(
                 await run_in_threadpool(encoded_to_npz, enc),
@@ -349,15 +334,16 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
         return JSONResponse(encoded_to_json(enc, codec).model_dump())
 
     @app.post("/v1/decode", tags=["codec"], response_class=Response, responses={**ERRORS, **WAV})
-    async def decode(file: Annotated[UploadFile, File(description="A .npz codes file.")], n_q: NQ = None):
+    async def decode(
+        request: Request, file: Annotated[UploadFile, File(description="A .npz codes file.")], n_q: NQ = None
+    ):
         """Decode an ``.npz`` codes file (from ``/v1/encode?format=npz`` or ``rvqkit encode``) to WAV."""
         data = await read_upload(file, settings)
         enc = await run_in_threadpool(encoded_from_npz, data, codec, settings)
         await run_in_threadpool(check_npz_codes, enc, codec, settings)
         check_n_q(n_q, enc.n_q)
-        audio = await run_in_threadpool(locked, codec.decode, enc, n_q)
         return Response(
-            wav_bytes(audio[0, :, : int(enc.lengths[0])], codec.sample_rate), media_type="audio/wav"
+            await queue.run(request, decode_job, codec, enc, n_q, settings), media_type="audio/wav"
         )
 
     body_model = json_model(codec, settings)
@@ -386,8 +372,9 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
         body = await run_in_threadpool(parse_json, raw, body_model)
         enc = await run_in_threadpool(encoded_from_json, body, codec, settings)
         check_n_q(n_q, enc.n_q)
-        audio = await run_in_threadpool(locked, codec.decode, enc, n_q)
-        return Response(wav_bytes(audio[0], codec.sample_rate), media_type="audio/wav")
+        return Response(
+            await queue.run(request, decode_job, codec, enc, n_q, settings), media_type="audio/wav"
+        )
 
     @app.post(
         "/v1/compress",
@@ -400,14 +387,12 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
             },
         },
     )
-    async def compress(file: Upload, bandwidth: Bandwidth = 6.0):
+    async def compress(request: Request, file: Upload, bandwidth: Bandwidth = 6.0):
         """Compress uploaded audio to an ``.ecdc`` file (Meta's format, without entropy coding)."""
-        from ..bitstream import compress as ecdc_compress
-
         codec.n_q_for(bandwidth)
         data = await read_upload(file, settings)
-        x, sr = await run_in_threadpool(read_audio_bytes, data, settings)
-        out = await run_in_threadpool(locked, ecdc_compress, codec, x, sr, bandwidth)
+        await run_in_threadpool(probe_audio, data, codec, settings)
+        out = await queue.run(request, compress_job, codec, data, bandwidth, settings)
         return Response(
             out,
             media_type="application/octet-stream",
@@ -415,19 +400,19 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
         )
 
     @app.post("/v1/decompress", tags=["bitstream"], response_class=Response, responses={**ERRORS, **WAV})
-    async def decompress(file: Annotated[UploadFile, File(description="An .ecdc file.")]):
+    async def decompress(request: Request, file: Annotated[UploadFile, File(description="An .ecdc file.")]):
         """Decompress an ``.ecdc`` file made with this server's model to WAV (LM-coded files need the LM
         checkpoint on the server)."""
-        from ..bitstream import decompress as ecdc_decompress
         from ..bitstream import read_header
 
         data = await read_upload(file, settings)
         header, _ = read_header(io.BytesIO(data))
         if header.model != codec.name:
             raise CodesError(f"this .ecdc file was made by {header.model}; the server runs {codec.name}")
-        settings.check_duration(header.audio_length, codec.sample_rate)
-        audio, sr = await run_in_threadpool(locked, ecdc_decompress, data, codec)
-        return Response(wav_bytes(audio, sr), media_type="audio/wav")
+        settings.check_cost(header.audio_length, codec.sample_rate)
+        return Response(
+            await queue.run(request, decompress_job, codec, data, settings), media_type="audio/wav"
+        )
 
     add_stream_routes(app, hub)
     return app

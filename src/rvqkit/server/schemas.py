@@ -88,6 +88,8 @@ class StatsResponse(BaseModel):
     step_ms_median: float = Field(description="over the last 10000 steps, ms")
     step_ms_p99: float = Field(description="over the last 10000 steps, ms")
     streams_per_step_mean: float = Field(description="streams served per step, last 10000 steps")
+    jobs: int = Field(default=0, description="REST model jobs running or waiting now")
+    jobs_cancelled: int = Field(default=0, description="REST jobs stopped because their client went away")
 
 
 class EncodedJSON(BaseModel):

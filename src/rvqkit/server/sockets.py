@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from ..audio import convert_channels, resampled_length
 from ..codec import Codec
 from ..errors import RvqkitError
 from ..stream import CodePacket, StreamDecoder, StreamEncoder
+from .gate import ModelGate
 from .limits import LimitError, ServerSettings
 from .schemas import CodesMessage, ControlMessage, DecodeStart, EncodeStart
 
@@ -155,8 +155,8 @@ def merge_packets(packets: list[CodePacket]) -> CodePacket:
 class StreamHub:
     """Counts open streams against the limit and runs every stream's pending work, one step at a time."""
 
-    def __init__(self, codec: Codec, settings: ServerSettings, lock: threading.Lock) -> None:
-        self.codec, self.settings, self.lock = codec, settings, lock
+    def __init__(self, codec: Codec, settings: ServerSettings, gate: ModelGate) -> None:
+        self.codec, self.settings, self.gate = codec, settings, gate
         self.active = 0
         self.streams: list[_Stream] = []
         self.steps = 0  # scheduler steps run (for tests and the benchmark)
@@ -249,7 +249,7 @@ class StreamHub:
         per stream. A stream whose call fails gets the exception (and nothing more) as its result."""
         results: list[list[Any]] = [[] for _ in jobs]
         failed: set[int] = set()
-        with self.lock:
+        with self.gate.hold(stream=True):  # before any REST job's next piece
             for r in range(max(len(pieces) for _, pieces, _ in jobs)):
                 for kind, many, one in (
                     ("encode", batched_push(), StreamEncoder.push),
@@ -358,10 +358,10 @@ async def _send_json(ws: WebSocket, data: dict[str, Any]) -> None:
 
 async def _fail(ws: WebSocket, kind: str, message: str, code: int) -> None:
     if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-        try:
-            await _send_json(ws, {"type": "error", "error": kind, "message": message})
-            await ws.close(code=code, reason=kind[:100])
-        except Exception:  # the client went away first
+        try:  # bounded: a client that does not read must not hold the connection open
+            await asyncio.wait_for(_send_json(ws, {"type": "error", "error": kind, "message": message}), 5.0)
+            await asyncio.wait_for(ws.close(code=code, reason=kind[:100]), 5.0)
+        except Exception:  # the client went away first, or does not read
             pass
 
 
