@@ -257,6 +257,8 @@ def test_lock_file_does_not_make_a_folder_foreign(codec24, tmp_path):
     with pytest.raises(CorpusError, match="not empty"):
         encode_corpus(folder, foreign, codec24, 6.0, workers=0)
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # no lock file left in it
+    with pytest.raises(CorpusError, match="is a file, not a folder"):
+        encode_corpus(folder, foreign / "notes.txt", codec24, 6.0, workers=0)
 
 
 def test_first_shard_is_written_early_and_progress_counts_items(codec24, tmp_path):

@@ -9,13 +9,18 @@ from .decode import decode_corpus
 from .hf import encode_dataset
 from .items import CorpusError, Item
 from .pipeline import CorpusSummary, encode_corpus
+from .progress import EncodeProgress
 from .sources import Source, open_source
+from .stats import CorpusStats, corpus_stats
 
 __all__ = [
     "CorpusError",
+    "CorpusStats",
     "CorpusSummary",
+    "EncodeProgress",
     "Item",
     "Source",
+    "corpus_stats",
     "decode_corpus",
     "encode_corpus",
     "encode_dataset",

@@ -226,6 +226,8 @@ class OutputDir:
     def check_usable(self, overwrite: bool) -> None:
         """Refuse a non-empty folder that holds no corpus job (unless ``overwrite``), before anything
         is written in it."""
+        if self.root.exists() and not self.root.is_dir():
+            raise CorpusError(f"{self.root} is a file, not a folder; give a folder for the output")
         if overwrite or self.read_manifest() is not None or not self.root.is_dir():
             return
         if any(p.name != LOCK_NAME for p in self.root.iterdir()):
