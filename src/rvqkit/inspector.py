@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ def inspect_audio(
     sample_rate: int,
     bandwidth: float = DEFAULT_BANDWIDTH,
     ks: list[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Inspection:
     """Walk one signal through the codec step by step and measure each step.
 
@@ -158,6 +160,7 @@ def inspect_audio(
         sample_rate: of ``audio``, in Hz.
         bandwidth: kbps; fixes the number of quantizer layers walked (n_q).
         ks: codebook counts to reconstruct from (default: 1, 2, 4, … below n_q, and n_q).
+        progress: called with (model passes done, passes in all): the encoder, then one decode per k.
 
     The report holds: ``input`` (shape, rate, samples, seconds), ``model_input`` (shape at the model's rate),
     ``embedding`` (shape ``[1, 128, frames]``, mean, std, min, max, ``frame_norm``: mean per-frame L2 norm),
@@ -180,6 +183,8 @@ def inspect_audio(
     x = codec.prepare(audio, sample_rate)[0]  # [C, N] at the model's rate
     emb, scales = codec.embed(x, codec.sample_rate)
     steps = codec.quantize(emb, n_q)
+    if progress:
+        progress(1, 1 + len(ks))
     # the walk's codes are encode()'s codes (the tests check it); build the Encoded from them rather
     # than running the encoder a second time
     encoded = codec.wrap_codes(
@@ -216,6 +221,8 @@ def inspect_audio(
                 "log_mel_l1_db": float((log_mel(y, codec.sample_rate) - mel_in).abs().mean()),
             }
         )
+        if progress:
+            progress(1 + len(rows), 1 + len(ks))
 
     n = x.shape[-1]
     report = {

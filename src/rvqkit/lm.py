@@ -63,6 +63,21 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def mismatch_hint() -> str:
+    """The likely cause and the fix, for an LM-coded stream that fails to decode (appended to the error).
+
+    Names the thread count the LM runs on now: a file decodes only with the count (and kind of CPU) it
+    was written with."""
+    n = torch.get_num_threads()
+    return (
+        f" -- if the file is intact, the likely cause is that it was written with another torch thread "
+        f"count (or another kind of CPU): the entropy-coding LM ran here on {n} threads, and LM-coded "
+        "bytes decode only where the LM computes exactly as when they were written. Decode with the "
+        "thread count used to write it (threads=, or --threads; Meta's tool and rvqkit default to the "
+        "machine's physical cores)"
+    )
+
+
 @dataclass(frozen=True)
 class LMConfig:
     """Sizes of the entropy-coding LM (defaults: Meta's published models)."""

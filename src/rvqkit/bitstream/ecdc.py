@@ -36,7 +36,7 @@ from ..config import PRESETS, CodecConfig
 from ..encoded import Encoded
 from ..errors import CodesError
 from ..framing import segment_bounds
-from ..lm import EntropyLM, LMConfig, LMState
+from ..lm import EntropyLM, LMConfig, LMState, mismatch_hint
 from .arith import (
     ArithmeticDecoder,
     ArithmeticEncoder,
@@ -437,7 +437,8 @@ class EcdcReader:
             while not self.done and self._step(out):
                 pass
         except ArithmeticError_ as e:
-            raise BitstreamError(f"corrupt .ecdc data in segment {self._segment}: {e}") from None
+            hint = mismatch_hint() if self.lm is not None else ""
+            raise BitstreamError(f"corrupt .ecdc data in segment {self._segment}: {e}{hint}") from None
         return out
 
     def _need_bytes(self, n: int) -> bool:
@@ -539,6 +540,7 @@ class EcdcReader:
             raise BitstreamError(
                 f"truncated .ecdc file: {self.frames_read} of {sum(self._plan)} frames "
                 f"(segment {max(self._segment, 0) + 1} of {len(self._plan)})"
+                + (mismatch_hint() if self.lm is not None else "")
             )
 
 
