@@ -14,13 +14,15 @@ an unbounded amount of audio (1 Hz to 24 kHz is 24000x).
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from .errors import AudioError, InputError, OutputError, os_error
 
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 MIN_SAMPLE_RATE = 4000  # Hz; the lowest input rate any path takes (telephone audio is 8000 Hz)
@@ -108,31 +110,82 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int, what: str = "audio") -> np.
     return np.ascontiguousarray(np.asarray(y, dtype=np.float32).reshape(-1, x.shape[0]).T)
 
 
-def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read WAV/FLAC/OGG/MP3 as float32 ``[channels, samples]`` and its sample rate in Hz."""
+def check_input_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path if it is a readable file; else :class:`AudioError` (missing) or
+    :class:`InputError` (a folder, a symlink loop, no permission)."""
     p = Path(path)
-    if not p.is_file():
-        raise AudioError(f"{p}: no such audio file")
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        st = p.stat()
+    except FileNotFoundError as e:
+        raise AudioError(f"{p}: no such audio file") from e
+    except OSError as e:
+        raise os_error(e, p, output=False) from e
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{p} is a folder, not an audio file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"cannot read {p}: permission denied")
+    return p
+
+
+def open_audio(path: str | os.PathLike[str]) -> sf.SoundFile:
+    """Open an audio file for reading block by block (the caller closes it); its sample rate is checked
+    (at least :data:`MIN_SAMPLE_RATE`) before anything is read."""
+    p = check_input_file(path)
+    try:
+        f = sf.SoundFile(str(p))
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError by format
-        raise AudioError(f"{p}: cannot read audio ({e})") from None
+        raise AudioError(f"{p}: cannot read audio ({e})") from e
+    try:
+        check_sample_rate(f.samplerate, f"{p}: sample_rate")
+    except AudioError:
+        f.close()
+        raise
+    return f
+
+
+def read_audio(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[np.ndarray, int]:
+    """Read WAV/FLAC/OGG/MP3 as float32 ``[channels, samples]`` and its sample rate in Hz (at least
+    :data:`MIN_SAMPLE_RATE`); ``max_frames``: read at most that many samples from the start."""
+    with open_audio(path) as f:
+        try:
+            data = f.read(-1 if max_frames is None else max_frames, dtype="float32", always_2d=True)
+        except Exception as e:  # a damaged file mid-way
+            raise AudioError(f"{path}: cannot read audio ({e})") from e
+        sr = int(f.samplerate)
     x = np.ascontiguousarray(data.T)
-    check_finite(x, str(p))
-    return x, int(sr)
+    check_finite(x, str(path))
+    return x, sr
 
 
 def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
+    """The header of an audio file (rate, channels, frames); the rate must be at least
+    :data:`MIN_SAMPLE_RATE`."""
+    p = check_input_file(path)
     try:
-        return sf.info(str(path))
+        info = sf.info(str(p))
     except Exception as e:
-        raise AudioError(f"{path}: cannot read audio ({e})") from None
+        raise AudioError(f"{p}: cannot read audio ({e})") from e
+    check_sample_rate(info.samplerate, f"{p}: sample_rate")
+    return info
+
+
+def _write_failed(e: Exception, path: Path) -> OutputError:
+    if isinstance(e, OSError):
+        err = os_error(e, path, output=True)
+        return err if isinstance(err, OutputError) else OutputError(str(err))
+    try:  # libsndfile reports a short write without errno (pysoundfile asserts); a full disk is the usual cause
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        full = False
+    reason = "no space left on the device (the disk is full)" if full else f"{type(e).__name__}: {e}"
+    return OutputError(f"cannot write {path}: {reason}")
 
 
 class AudioWriter:
     """Write float ``[channels, n]`` blocks to a WAV/FLAC file (by suffix) as 16-bit PCM, clipped to
     [-1, 1]. The file is written beside the target and renamed into place on a clean close, so a
-    failure never leaves a half-written file; an existing file is kept unless ``overwrite``."""
+    failure never leaves a half-written file (nor the temporary one); an existing file is kept unless
+    ``overwrite``. Problems with the output are :class:`OutputError`."""
 
     def __init__(
         self, path: str | os.PathLike[str], sample_rate: int, channels: int, overwrite: bool = False
@@ -141,23 +194,47 @@ class AudioWriter:
         fmt = WRITE_FORMATS.get(p.suffix.lower())
         if fmt is None:
             raise AudioError(f"{p}: output must end in {' or '.join(WRITE_FORMATS)}")
-        if p.exists() and not overwrite:
-            raise AudioError(f"{p} exists; pass --overwrite to replace it")
+        if p.is_dir():
+            raise OutputError(f"output {p} is a folder; give a file name")
+        if os.path.lexists(p) and not overwrite:
+            raise OutputError(f"{p} exists; pass --overwrite to replace it")
         self.path = p
         self._tmp = p.with_name(f".{p.name}.part")
-        self._file = sf.SoundFile(str(self._tmp), "w", sample_rate, channels, subtype="PCM_16", format=fmt)
+        try:
+            self._file = sf.SoundFile(
+                str(self._tmp), "w", sample_rate, channels, subtype="PCM_16", format=fmt
+            )
+        except Exception as e:
+            self._tmp.unlink(missing_ok=True)
+            if not p.parent.is_dir():
+                raise OutputError(f"output folder {p.parent} does not exist") from e
+            if not os.access(p.parent, os.W_OK):
+                raise OutputError(f"cannot write {p}: permission denied in {p.parent}") from e
+            raise _write_failed(e, p) from e
 
     def write(self, audio: np.ndarray) -> None:
         """Append ``[channels, n]`` samples (a NumPy array or a CPU tensor)."""
         a = np.asarray(audio)
         if a.shape[-1]:
-            self._file.write(np.clip(a, -1.0, 1.0).T)
+            try:
+                self._file.write(np.clip(a, -1.0, 1.0).T)
+            except Exception as e:
+                raise _write_failed(e, self.path) from e
 
     def close(self, ok: bool = True) -> None:
-        self._file.close()
-        if ok:
-            os.replace(self._tmp, self.path)
-        else:
+        """Finish the file and rename it into place (``ok``), or delete it."""
+        try:
+            try:
+                self._file.close()
+            except Exception as e:
+                if ok:
+                    raise _write_failed(e, self.path) from e
+            if ok:
+                try:
+                    os.replace(self._tmp, self.path)
+                except OSError as e:
+                    raise _write_failed(e, self.path) from e
+        finally:
             self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> AudioWriter:

@@ -12,11 +12,10 @@ import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import soundfile as sf
 import soxr
 import torch
 
-from .audio import AudioWriter, audio_info, check_finite, convert_channels
+from .audio import AudioWriter, check_finite, check_resampled, convert_channels, open_audio
 from .codec import Codec
 from .encoded import Encoded
 from .errors import AudioError
@@ -25,46 +24,74 @@ from .stream import CodePacket
 
 Progress = Callable[[float], None]  # called with seconds of input audio done
 DEFAULT_BLOCK_SECONDS = 5.0  # ~0.8 GB peak RSS for the 24 kHz model on CPU; 10 s blocks take ~1.1 GB
+MAX_BLOCK_VALUES = 1 << 22  # samples x channels read from a file at once (16 MB of float32)
+#: libsndfile formats whose header gives the exact length in samples
+EXACT_LENGTH_FORMATS = frozenset({"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF", "AU"})
 
 
 def read_blocks(
     path: str | os.PathLike[str], codec: Codec, block_seconds: float = DEFAULT_BLOCK_SECONDS
 ) -> Iterator[np.ndarray]:
-    """Yield float32 ``[channels, n]`` blocks of ``path`` at the model's rate and channel count.
+    """Yield float32 ``[channels, n]`` blocks of ``path`` at the model's rate and channel count, each at
+    most ``block_seconds`` of model-rate audio (whatever the file's rate, channel count or length).
 
-    Resampling is soxr's streaming resampler, which gives the same samples as resampling the whole file.
+    The file's rate must be at least :data:`~rvqkit.audio.MIN_SAMPLE_RATE`, and it must give at least one
+    sample at the model's rate (checked from the header before any work, and again at the end).
+    Resampling is soxr's streaming resampler, which gives the same samples as resampling the whole
+    file; at high ratios it returns its output in bursts, which are cut to the block size here.
     """
-    info = audio_info(path)
-    sr = int(info.samplerate)
-    block = max(1, int(block_seconds * sr))
-    resampler = (
-        None
-        if sr == codec.sample_rate
-        else soxr.ResampleStream(sr, codec.sample_rate, codec.channels, dtype="float32", quality="HQ")
-    )
-    total = 0
-    try:
-        with sf.SoundFile(str(path)) as f:
-            while True:
+    out_block = max(1, int(block_seconds * codec.sample_rate))
+    with open_audio(path) as f:
+        sr = int(f.samplerate)
+        if f.frames > 0:  # the header's count (exact for WAV/FLAC): refuse what would resample to nothing
+            check_resampled(f.frames, sr, codec.sample_rate, str(path))
+        block = max(1, min(int(block_seconds * sr), MAX_BLOCK_VALUES // max(1, f.channels)))
+        resampler = (
+            None
+            if sr == codec.sample_rate
+            else soxr.ResampleStream(sr, codec.sample_rate, codec.channels, dtype="float32", quality="HQ")
+        )
+        total_in = total_out = 0
+        while True:
+            try:
                 data = f.read(block, dtype="float32", always_2d=True)
-                last = data.shape[0] < block or f.tell() >= f.frames
-                total += data.shape[0]
-                x = np.ascontiguousarray(data.T)
-                if x.shape[-1]:
-                    check_finite(x, str(path))
-                x = convert_channels(x, codec.channels)
-                if resampler is not None:
-                    x = np.ascontiguousarray(resampler.resample_chunk(np.ascontiguousarray(x.T), last=last).T)
-                if x.shape[-1]:
-                    yield x
-                if last:
-                    break
-    except AudioError:
-        raise
-    except Exception as e:  # libsndfile errors on a damaged file mid-way
-        raise AudioError(f"{path}: cannot read audio ({e})") from None
-    if total == 0:
+            except Exception as e:  # libsndfile errors on a damaged file mid-way
+                raise AudioError(f"{path}: cannot read audio ({e})") from e
+            last = data.shape[0] < block or f.tell() >= f.frames
+            total_in += data.shape[0]
+            x = np.ascontiguousarray(data.T)
+            if x.shape[-1]:
+                check_finite(x, str(path))
+            x = convert_channels(x, codec.channels)
+            if resampler is not None:
+                x = np.ascontiguousarray(resampler.resample_chunk(np.ascontiguousarray(x.T), last=last).T)
+            for i in range(0, x.shape[-1], out_block):
+                total_out += x[:, i : i + out_block].shape[-1]
+                yield x[:, i : i + out_block]
+            if last:
+                break
+    if total_in == 0:
         raise AudioError(f"{path} is empty (0 samples)")
+    if total_out == 0:
+        check_resampled(total_in, sr, codec.sample_rate, str(path))
+        raise AudioError(f"{path} gives 0 samples at {codec.sample_rate} Hz")
+
+
+def model_length(path: str | os.PathLike[str], codec: Codec) -> int:
+    """Samples ``path`` gives at the model's rate (what :func:`read_blocks` yields in all), from the
+    header where it is exact (WAV, FLAC, AIFF ...), else by decoding the file once (bounded memory)."""
+    with open_audio(path) as f:
+        sr, frames, fmt = int(f.samplerate), f.frames, f.format
+        if fmt not in EXACT_LENGTH_FORMATS or frames <= 0:
+            frames = 0
+            try:
+                for b in f.blocks(blocksize=max(1, MAX_BLOCK_VALUES // max(1, f.channels)), dtype="float32"):
+                    frames += len(b)
+            except Exception as e:
+                raise AudioError(f"{path}: cannot read audio ({e})") from e
+    if frames == 0:
+        raise AudioError(f"{path} is empty (0 samples)")
+    return check_resampled(frames, sr, codec.sample_rate, str(path))
 
 
 def _lookahead(blocks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:

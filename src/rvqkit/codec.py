@@ -138,10 +138,7 @@ class Codec:
                 x = x[None]
             if x.ndim != 2:
                 raise AudioError(f"audio item {i} must be [samples] or [channels, samples]; got {x.shape}")
-            if x.shape[0] > 16:
-                raise AudioError(
-                    f"audio item {i} has {x.shape[0]} channels; arrays are [channels, samples] (transpose a [samples, channels] array)"
-                )
+            audio_io.check_layout(x, f"audio item {i}")  # the one channel rule: rvqkit.audio
             audio_io.check_finite(x, f"audio item {i}" if len(items) > 1 else "audio")
             x = audio_io.resample(
                 audio_io.convert_channels(x, self.channels), int(sample_rate), self.sample_rate

@@ -1,7 +1,8 @@
 """Meta's ``.ecdc`` compressed-audio files: read and write them, with or without LM entropy coding.
 
 High level: :func:`compress` (audio → ``.ecdc`` bytes) and :func:`decompress` (bytes or file →
-audio). Lower level: :func:`write_ecdc` / :func:`read_ecdc` for :class:`~rvqkit.Encoded` values, and
+audio); for files of any length in bounded memory, :func:`compress_file` (audio file → ``.ecdc``,
+block by block) and :func:`decompress_file` (``.ecdc`` → audio file, block by block). Lower level: :func:`write_ecdc` / :func:`read_ecdc` for :class:`~rvqkit.Encoded` values, and
 :class:`EcdcWriter` / :class:`EcdcReader` for frame-by-frame streams. Errors: :class:`BitstreamError`.
 """
 
@@ -9,15 +10,19 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 import torch
 
+from ..audio import AudioWriter
+from ..chunked import DEFAULT_BLOCK_SECONDS, Progress, _encode_packets, model_length, read_blocks
 from ..codec import DEFAULT_BANDWIDTH, AudioInput, Codec
-from ..errors import WeightsError
+from ..errors import AudioError, WeightsError
 from ..lm import EntropyLM, find_lm, load_lm, torch_threads
+from ..stream import CodePacket
 from .ecdc import (
     MAGIC,
     BitstreamError,
@@ -43,8 +48,10 @@ __all__ = [
     "EcdcWriter",
     "FrameChunk",
     "compress",
+    "compress_file",
     "compress_to_file",
     "decompress",
+    "decompress_file",
     "encoded_from_chunks",
     "follow_ecdc",
     "iter_chunks",
@@ -142,3 +149,120 @@ def decompress(
             fo.close()
     audio = codec.decode(encoded)
     return audio[0, :, : int(encoded.lengths[0])], codec.sample_rate
+
+
+T = TypeVar("T")
+
+
+def _threaded(items: Iterator[T], threads: int | None) -> Iterator[T]:
+    """``items``, each produced on ``threads`` torch threads (the LM's work), the caller's work between
+    them on the default count."""
+    while True:
+        with torch_threads(threads):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
+
+
+def compress_file(
+    fileobj: IO[bytes],
+    codec: Codec,
+    path: str | os.PathLike[str],
+    bandwidth: float = DEFAULT_BANDWIDTH,
+    lm: EntropyLM | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    block_seconds: float = DEFAULT_BLOCK_SECONDS,
+) -> int:
+    """Encode the audio file ``path`` block by block (memory bounded whatever its length) and write it
+    to ``fileobj`` as ``.ecdc``, entropy-coded with ``lm`` if given (on ``threads`` torch threads). The
+    bytes are :func:`compress`'s of the whole file. Returns the length in samples at the model rate."""
+    length = model_length(path, codec)  # the header comes first, so the length is needed before the codes
+    writer = EcdcWriter(fileobj, codec.name, codec.n_q_for(bandwidth), length, lm)
+    samples = 0
+    for packet, samples_in, _ in _encode_packets(
+        codec, read_blocks(path, codec, block_seconds), bandwidth, progress
+    ):
+        samples = samples_in
+        with torch_threads(threads if lm is not None else None):
+            if codec.config.segment_length is None:
+                if packet.num_frames:
+                    writer.write_frames(packet.codes[0])
+                continue
+            assert packet.scales is not None or not packet.segment_frames
+            f0 = 0
+            for i, nf in enumerate(packet.segment_frames):
+                writer.begin_segment(float(packet.scales[0, i]))  # type: ignore[index]
+                writer.write_frames(packet.codes[0, :, f0 : f0 + nf])
+                f0 += nf
+    if samples != length:
+        raise AudioError(
+            f"{path}: its header declares {length} samples at the model rate, it holds {samples}"
+        )
+    with torch_threads(threads if lm is not None else None):
+        writer.close()
+    return length
+
+
+def _packets(codec: Codec, chunks: Iterator[FrameChunk], block_frames: int) -> Iterator[CodePacket]:
+    """Decoder packets from an ``.ecdc`` reader's chunks: at most ``block_frames`` frames each (24 kHz),
+    or whole 1 s segments with their scales (48 kHz)."""
+    if codec.config.segment_length is None:
+        for c in chunks:
+            for f in range(0, c.codes.shape[1], block_frames):
+                yield CodePacket(c.codes[None, :, f : f + block_frames])
+        return
+    parts: list[torch.Tensor] = []
+    current: FrameChunk | None = None
+    for c in chunks:
+        if current is not None and c.segment != current.segment:
+            yield _segment_packet(parts, current)
+            parts = []
+        current = c
+        parts.append(c.codes)
+    if current is not None:
+        yield _segment_packet(parts, current)
+
+
+def _segment_packet(parts: list[torch.Tensor], chunk: FrameChunk) -> CodePacket:
+    codes = torch.cat(parts, dim=1)
+    assert chunk.scale is not None
+    return CodePacket(codes[None], torch.tensor([[chunk.scale]], dtype=torch.float32), [codes.shape[1]])
+
+
+def decompress_file(
+    fileobj: IO[bytes],
+    codec: Codec,
+    out: str | os.PathLike[str],
+    lm: EntropyLM | None = None,
+    threads: int | None = None,
+    already_read: bytes = b"",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    block_frames: int = 375,
+) -> int:
+    """Decode an ``.ecdc`` stream to the audio file ``out`` (WAV/FLAC) block by block: memory bounded
+    whatever its length; the samples are :func:`decompress`'s. ``lm``/``threads`` as in
+    :func:`decompress`; ``already_read`` as in :func:`iter_chunks`. Returns the samples written."""
+    reader = EcdcReader(lm)
+    chunks = iter_chunks(fileobj, already_read=already_read, reader=reader)
+    first = next(_threaded(chunks, threads), None)  # reads the header
+    header = reader.header
+    assert header is not None
+    if header.model != codec.name:
+        raise BitstreamError(f"this .ecdc file was made by {header.model}; the model given is {codec.name}")
+    dec = codec.stream_decoder(length=header.audio_length)
+
+    def all_chunks() -> Iterator[FrameChunk]:
+        if first is not None:
+            yield first
+        yield from _threaded(chunks, threads)
+
+    with AudioWriter(out, codec.sample_rate, codec.channels, overwrite) as w:
+        for packet in _packets(codec, all_chunks(), block_frames):
+            w.write(dec.push(packet)[0])
+            if progress:
+                progress(dec.samples_out / codec.sample_rate)
+        w.write(dec.flush()[0])
+    return dec.samples_out

@@ -12,7 +12,9 @@ import functools
 import importlib
 import os
 import pkgutil
+import stat
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +22,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import RvqkitError
+from ..errors import InputError, OutputError, RvqkitError, os_error
 from ..runtime import tune_allocator
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,23 +63,33 @@ DEFAULT_MODEL = "facebook/encodec_24khz"
 
 
 def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``message`` (plain text: Rich markup in it, e.g. a path ``song [remix].wav``, is escaped) as
+    one error line on stderr and exit with status 1."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
+def debug() -> bool:
+    """``RVQKIT_DEBUG`` is set (to anything but empty or 0): print tracebacks, with their causes."""
+    return os.environ.get("RVQKIT_DEBUG", "") not in ("", "0")
+
+
 def user_errors(fn: F) -> F:
-    """Turn rvqkit's errors (and anything unexpected) into one line on stderr and exit status 1."""
+    """Turn rvqkit's errors (and anything unexpected) into one line on stderr and exit status 1; with
+    ``RVQKIT_DEBUG=1`` the traceback, with its cause chain, comes first."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except RvqkitError as e:
-            fail(str(e))
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except RvqkitError as e:
+            if debug():
+                traceback.print_exception(e)  # the whole chain: "The above exception was the direct cause"
+            fail(str(e))
         except Exception as e:
-            if os.environ.get("RVQKIT_DEBUG"):
+            if debug():
                 raise
             fail(f"unexpected {type(e).__name__}: {e} (set RVQKIT_DEBUG=1 for the traceback)")
 
@@ -96,7 +109,7 @@ def progress_bar(label: str, total_seconds: float | None) -> Iterator[Callable[[
     ]
     start = time.perf_counter()
     with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task(label, total=total_seconds, speed="")
+        task = progress.add_task(escape(label), total=total_seconds, speed="")
 
         def update(seconds_done: float) -> None:
             elapsed = max(time.perf_counter() - start, 1e-9)
@@ -127,17 +140,41 @@ def load_codec(model: str, device: str):
     """Load a codec with a spinner on stderr."""
     from ..codec import Codec
 
-    with err.status(f"Loading {model} ..."):
+    with err.status(f"Loading {escape(model)} ..."):
         return Codec.from_pretrained(model, device=device)
 
 
+def check_input(path: Path) -> None:
+    """Refuse an input that is not a readable file (missing, a folder, a symlink loop) before any work."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise os_error(e, path, output=False) from e
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path} is a folder; give a file")
+    if not os.access(path, os.R_OK):  # (opening it here would block on a FIFO)
+        raise InputError(f"cannot read {path}: permission denied")
+
+
 def check_output(path: Path, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
-    if any(path.resolve() == p.resolve() for p in inputs):
-        raise RvqkitError(f"output {path} is the same file as an input")
-    if path.exists() and not overwrite:
-        raise RvqkitError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.exists():
-        raise RvqkitError(f"output folder {path.parent} does not exist")
+    """Refuse an output file that cannot be written, before any work: a folder, an existing file without
+    ``overwrite`` (a dangling or looping symlink counts as existing), the same file as an input, or a
+    missing or read-only folder."""
+    if os.path.isdir(path):
+        raise OutputError(f"output {path} is a folder; give a file name")
+    if os.path.lexists(path) and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    try:
+        same = any(path.exists() and p.exists() and path.samefile(p) for p in inputs)
+    except OSError as e:
+        raise os_error(e, path, output=True) from e
+    if same:
+        raise OutputError(f"output {path} is the same file as an input")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: permission denied in {parent}")
 
 
 def load_commands() -> None:

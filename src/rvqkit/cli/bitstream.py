@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from . import (
     DEFAULT_MODEL,
@@ -14,9 +15,11 @@ from . import (
     FileModelOpt,
     OverwriteOpt,
     app,
+    check_input,
     check_output,
     err,
     load_codec,
+    progress_bar,
     user_errors,
 )
 
@@ -74,30 +77,35 @@ def compress(
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Compress audio to an .ecdc file, bit-compatible with Meta's `encodec` tool."""
+    """Compress audio to an .ecdc file, bit-compatible with Meta's `encodec` tool (any length, bounded
+    memory: the file is read, encoded and written block by block)."""
     from ..atomic import write_atomic
-    from ..audio import read_audio
-    from ..bitstream import write_ecdc
-    from ..lm import torch_threads
+    from ..bitstream import compress_file
+    from ..errors import os_error
+    from .codec import audio_seconds
 
     check_output(output, overwrite, (input,))
-    audio, sr = read_audio(input)
+    seconds = audio_seconds(input)
     codec = load_codec(model, device)
-    codec.n_q_for(bandwidth)
+    n_q = codec.n_q_for(bandwidth)
     model_lm = _resolve_lm(lm_model, codec.name, model) if lm else None
-    with err.status(f"Encoding {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):
-        encoded = codec.encode(audio, sr, bandwidth=bandwidth)
+    length = 0
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f, torch_threads(threads):
-            write_ecdc(f, encoded, lm=model_lm)
+        nonlocal length
+        with open(tmp, "wb") as f:
+            length = compress_file(f, codec, input, bandwidth, model_lm, threads, progress=update)
 
-    with err.status("Writing" + (" (entropy coding)" if lm else "") + " ..."):
-        write_atomic(output, write)  # a failed or killed run never leaves a truncated .ecdc
-    seconds = int(encoded.lengths[0]) / codec.sample_rate
+    label = f"compress {bandwidth:g} kbps" + (" (LM)" if lm else "")
+    with progress_bar(label, seconds) as update:
+        try:
+            write_atomic(output, write)  # a failed or killed run never leaves a truncated .ecdc
+        except OSError as e:
+            raise os_error(e, output, output=True) from e
     size = output.stat().st_size
     err.print(
-        f"wrote {output}: {size} bytes, {8 * size / 1000 / seconds:.2f} kbps ({codec.name}, {encoded.n_q} codebooks)"
+        f"wrote {escape(str(output))}: {size} bytes, {8 * size / 1000 / (length / codec.sample_rate):.2f} kbps "
+        f"({codec.name}, {n_q} codebooks)"
     )
 
 
@@ -112,17 +120,18 @@ def decompress(
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Decompress an .ecdc file to audio; the model is the one its metadata names."""
-    from ..audio import write_audio
-    from ..bitstream import BitstreamError, read_ecdc, read_header
-    from ..lm import torch_threads
+    """Decompress an .ecdc file to audio; the model is the one its metadata names (any length, bounded
+    memory: read, decoded and written block by block)."""
+    from ..bitstream import BitstreamError, decompress_file, read_header
+    from ..errors import os_error
     from ..weights import HUB_IDS
 
+    check_input(input)
     check_output(output, overwrite, (input,))
     try:
         f = open(input, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
-        raise BitstreamError(f"cannot open {input}: {e.strerror}") from None
+        raise os_error(e, input, output=False) from e
     with f:
         header, raw = read_header(f)
         source = model or HUB_IDS.get(header.model, header.model)
@@ -130,13 +139,13 @@ def decompress(
         if codec.name != header.model:
             raise BitstreamError(f"{input} was made by {header.model}; the model given is {codec.name}")
         model_lm = _resolve_lm(lm_model, header.model, source) if header.use_lm else None
-        status = err.status("Reading" + (" (entropy decoding)" if header.use_lm else "") + " ...")
-        with status, torch_threads(threads):
-            encoded = read_ecdc(f, lm=model_lm, already_read=raw)
-    with err.status("Decoding ..."):
-        out = codec.decode(encoded)
-    n = int(encoded.lengths[0])
-    write_audio(output, out[0, :, :n].cpu().numpy(), codec.sample_rate, overwrite=overwrite)
+        seconds = header.audio_length / codec.sample_rate
+        label = "decompress" + (" (LM)" if header.use_lm else "")
+        with progress_bar(label, seconds) as update:
+            n = decompress_file(
+                f, codec, output, model_lm, threads, already_read=raw, overwrite=overwrite, progress=update
+            )
     err.print(
-        f"wrote {output} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, {encoded.n_q} codebooks)"
+        f"wrote {escape(str(output))} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, "
+        f"{header.n_q} codebooks)"
     )

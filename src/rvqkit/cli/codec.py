@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..audio import audio_info
 from ..errors import RvqkitError
@@ -18,6 +19,7 @@ from . import (
     ModelOpt,
     OverwriteOpt,
     app,
+    check_input,
     check_output,
     err,
     load_codec,
@@ -28,9 +30,8 @@ from . import (
 
 
 def audio_seconds(path: Path) -> float:
-    """Duration of an audio file in seconds (from its header), for the progress bar."""
-    if not path.is_file():
-        raise RvqkitError(f"{path}: no such audio file")
+    """Duration of an audio file in seconds (from its header), for the progress bar; refuses a file that
+    is not readable audio, or whose rate is below ``rvqkit.audio.MIN_SAMPLE_RATE``, before any work."""
     info = audio_info(path)
     return info.frames / info.samplerate if info.samplerate else 0.0
 
@@ -55,7 +56,7 @@ def roundtrip(
     with progress_bar(f"roundtrip {bandwidth:g} kbps", seconds) as update:
         n = roundtrip_file(codec, input, output, bandwidth, overwrite=overwrite, progress=update)
     err.print(
-        f"wrote {output} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, {codec.channels} ch, {bandwidth:g} kbps)"
+        f"wrote {escape(str(output))} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, {codec.channels} ch, {bandwidth:g} kbps)"
     )
 
 
@@ -80,7 +81,7 @@ def encode(
         encoded = encode_file(codec, input, bandwidth, progress=update)
     encoded.save(output, overwrite=overwrite)
     err.print(
-        f"wrote {output}: {encoded.n_q} codebooks x {int(encoded.frame_lengths[0])} frames ({codec.name})"
+        f"wrote {escape(str(output))}: {encoded.n_q} codebooks x {int(encoded.frame_lengths[0])} frames ({codec.name})"
     )
 
 
@@ -98,6 +99,7 @@ def decode(
     from ..chunked import decode_to_file
     from ..encoded import Encoded
 
+    check_input(input)
     check_output(output, overwrite, (input,))
     encoded = Encoded.load(input)
     if encoded.batch_size != 1:
@@ -106,7 +108,7 @@ def decode(
     n = int(encoded.lengths[0])
     with progress_bar("decode", n / codec.sample_rate) as update:
         decode_to_file(codec, encoded, output, n_q=n_q, overwrite=overwrite, progress=update)
-    err.print(f"wrote {output} ({n / codec.sample_rate:.2f} s, {n_q or encoded.n_q} codebooks)")
+    err.print(f"wrote {escape(str(output))} ({n / codec.sample_rate:.2f} s, {n_q or encoded.n_q} codebooks)")
 
 
 @app.command()

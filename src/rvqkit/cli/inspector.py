@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import RvqkitError
@@ -22,6 +23,8 @@ from . import (
     load_codec,
     user_errors,
 )
+
+DEFAULT_INSPECT_SECONDS = 60.0  # ~1 GB peak RSS on CPU (24 kHz model, 6 kbps)
 
 
 def parse_ks(text: str | None) -> list[int] | None:
@@ -39,7 +42,7 @@ def print_report(report: dict, plots: list[str], folder: Path | None) -> None:
 
     out = Console(soft_wrap=True)
     for label, value in overview_rows(report):
-        out.print(f"[bold]{label:>12}[/]: {value}", highlight=False)
+        out.print(f"[bold]{label:>12}[/]: {escape(str(value))}", highlight=False)
     for title, rows, cols in (
         (
             "Quantizer layers (residual norm: mean per-frame L2 norm after the layer)",
@@ -57,7 +60,7 @@ def print_report(report: dict, plots: list[str], folder: Path | None) -> None:
         out.print(t)
     if folder is not None:
         files = ["report.json", "report.md", *plots]
-        err.print(f"wrote {', '.join(files)} in {folder}", highlight=False)
+        err.print(f"wrote {', '.join(files)} in {escape(str(folder))}", highlight=False)
 
 
 @app.command("inspect")
@@ -80,19 +83,35 @@ def inspect_command(
         bool, typer.Option("--json", help="Print the report as JSON instead of tables.")
     ] = False,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="With --out, write the report only.")] = False,
+    seconds: Annotated[
+        float,
+        typer.Option(
+            "--seconds",
+            min=0.01,
+            help="Inspect at most this many seconds from the start (the walk holds the whole signal, "
+            "each layer's residual and each reconstruction in memory: about 15 MB a second at 24 kHz).",
+        ),
+    ] = DEFAULT_INSPECT_SECONDS,
     device: DeviceOpt = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Walk a file through the codec step by step: input, embeddings, each quantizer layer (indices,
     residual norm, codebook usage) and reconstructions from the first k codebooks; with --out, also
     write the report as JSON and Markdown and plot waveforms, log-mel spectrograms, residual norms and codes."""
-    from ..audio import read_audio
+    from ..audio import audio_info, read_audio
     from ..inspector import check_report_folder, inspect_audio, json_ready, write_report
 
     ks = parse_ks(k)
     if out is not None:
         check_report_folder(out, overwrite, plots=not no_plots)
-    audio, sr = read_audio(input)
+    info = audio_info(input)
+    limit = max(1, int(seconds * info.samplerate))
+    audio, sr = read_audio(input, max_frames=limit)  # a bounded prefix: the walk is whole-signal
+    if info.frames > limit:
+        err.print(
+            f"note: inspecting the first {limit / sr:.1f} s of {info.frames / sr:.1f} s (--seconds to change)",
+            highlight=False,
+        )
     codec = load_codec(model, device)
     codec.n_q_for(bandwidth)
     with err.status(f"Inspecting {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):

@@ -14,7 +14,7 @@ import numpy as np
 import soxr
 import typer
 
-from ..audio import convert_channels
+from ..audio import check_resampled, check_sample_rate, convert_channels
 from ..errors import AudioError, RvqkitError
 from . import DEFAULT_MODEL, BandwidthOpt, DeviceOpt, ModelOpt, app, err, load_codec, user_errors
 
@@ -29,6 +29,7 @@ class CodesFormat(str, Enum):
     raw = "raw"
 
 
+MAX_CHUNK_MS = 5000.0
 _DTYPES = {PcmFormat.s16le: np.dtype("<i2"), PcmFormat.f32le: np.dtype("<f4")}
 
 
@@ -79,6 +80,9 @@ def stream(
     """Stream raw PCM through the codec: codes (or, with --decode, reconstructed PCM) on stdout as soon as final."""
     if rate <= 0 or channels <= 0 or chunk_ms <= 0:
         raise RvqkitError("--rate, --channels and --chunk-ms must be positive")
+    check_sample_rate(rate, "--rate")
+    if chunk_ms > MAX_CHUNK_MS:  # one read is one block through the model: keep it bounded
+        raise RvqkitError(f"--chunk-ms must be at most {MAX_CHUNK_MS:g}, got {chunk_ms:g}")
     codec = load_codec(model, device)
     enc = codec.stream_encoder(bandwidth)
     dec = codec.stream_decoder() if decode else None
@@ -130,6 +134,8 @@ def stream(
                 if pending:
                     err.print(f"warning: dropped {len(pending)} trailing bytes (not a whole sample frame)")
                 if enc.samples_in + x.shape[-1] == 0:
+                    if samples_read:
+                        check_resampled(samples_read, rate, codec.sample_rate, "the input")
                     raise AudioError("no audio on the input")
                 emit(enc.flush(x), last=True)
                 break

@@ -113,13 +113,14 @@ def tokens(
     if input.suffix.lower() == ".npz":
         encoded = Encoded.load(input)
     else:
-        from ..audio import read_audio
+        from ..audio import audio_info
+        from ..chunked import encode_file
 
-        audio, sr = read_audio(input)
+        info = audio_info(input)  # read block by block: any length in bounded memory
         codec = load_codec(model, device)
         codec.n_q_for(bandwidth)
-        with err.status(f"Encoding {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):
-            encoded = codec.encode(audio, sr, bandwidth=bandwidth)
+        with err.status(f"Encoding {info.frames / info.samplerate:.1f} s at {bandwidth:g} kbps ..."):
+            encoded = encode_file(codec, input, bandwidth)
     lay = TokenLayout(
         layout,  # type: ignore[arg-type]
         n_q if n_q is not None else encoded.n_q,
