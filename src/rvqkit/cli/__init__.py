@@ -38,6 +38,36 @@ app = typer.Typer(
 )
 err = Console(stderr=True, soft_wrap=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"rvqkit {version('rvqkit')}")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            from .. import __version__
+
+            typer.echo(f"rvqkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            metavar="",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Neural audio compression with EnCodec: encode, decode and inspect RVQ codes."""
+
+
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -57,8 +87,41 @@ FileModelOpt = Annotated[
     ),
 ]
 BandwidthOpt = Annotated[float, typer.Option("--bandwidth", "-b", help="Target bandwidth in kbps.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="torch device: cpu, cuda, cuda:1 ...")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", help="torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ..."),
+]
+# metavar="": typer otherwise shows "<bool>" after a flag in --help, as if it took a value
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", metavar="", help="Replace the output file if it exists.")
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", metavar="", help="Decode even if the file records other weights (sha256)."),
+]
+
+
+def _apply_threads(value: int | None) -> int:
+    from ..runtime import set_threads
+
+    return set_threads(value)
+
+
+def threads_option(extra: str = "") -> Any:
+    """The ``--threads`` option of every command that runs the model: applied (``torch.set_num_threads``)
+    as soon as it is parsed; default :func:`rvqkit.runtime.default_threads`."""
+    return typer.Option(
+        "--threads",
+        min=1,
+        callback=_apply_threads,
+        show_default=False,
+        help="torch CPU threads (default: the physical cores this process may use, or OMP_NUM_THREADS)."
+        + extra,
+    )
+
+
+ThreadsOpt = Annotated[int | None, threads_option()]
+DEFAULT_DEVICE = "auto"
 DEFAULT_MODEL = "facebook/encodec_24khz"
 
 
@@ -97,25 +160,45 @@ def user_errors(fn: F) -> F:
 
 
 @contextmanager
-def progress_bar(label: str, total_seconds: float | None) -> Iterator[Callable[[float], None]]:
-    """A rich progress bar over seconds of audio, with the real-time factor; yields the update callback."""
+def progress_bar(
+    label: str, total_seconds: float | None, unit: str | None = None
+) -> Iterator[Callable[[float], None]]:
+    """A rich progress bar over seconds of audio, with the real-time factor; yields the update callback.
+    With ``unit`` (e.g. ``"model passes"``) it counts that instead, without the real-time factor."""
+    count = (
+        "{task.completed:.1f}/{task.total:.1f} s audio"
+        if unit is None
+        else "{task.completed:.0f}/{task.total:.0f} " + unit
+    )
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:.1f}/{task.total:.1f} s audio"),
+        TextColumn(count),
         TextColumn("{task.fields[speed]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
     start = time.perf_counter()
-    with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task(escape(label), total=total_seconds, speed="")
+    progress = Progress(*columns, console=err, transient=False)
+    task = progress.add_task(escape(label), total=total_seconds, speed="")
+    started = False
 
-        def update(seconds_done: float) -> None:
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            progress.update(task, completed=seconds_done, speed=f"{seconds_done / elapsed:.1f}x real time")
+    def update(seconds_done: float, total: float | None = None) -> None:
+        nonlocal started
+        if total is not None:  # a total known only once the work started
+            progress.update(task, total=total)
+        if not started:  # shown from the first progress on: a command that fails before prints no bar
+            progress.start()
+            started = True
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        speed = f"{seconds_done / elapsed:.1f}x real time" if unit is None else ""
+        progress.update(task, completed=seconds_done, speed=speed)
 
+    try:
         yield update
+    finally:
+        if started:
+            progress.stop()
 
 
 def model_for_file(model: str | None, named: object, source: Path) -> str:
@@ -139,9 +222,40 @@ def model_for_file(model: str | None, named: object, source: Path) -> str:
 def load_codec(model: str, device: str):
     """Load a codec with a spinner on stderr."""
     from ..codec import Codec
+    from ..runtime import resolve_device
+    from ..weights import RANDOM_WARNING, is_random_model
 
+    device, why = resolve_device(device)
+    if is_random_model(model):
+        err.print(f"[bold yellow]{RANDOM_WARNING.upper()}[/] ({escape(model)}: for trying rvqkit out)")
     with err.status(f"Loading {escape(model)} ..."):
-        return Codec.from_pretrained(model, device=device)
+        codec = Codec.from_pretrained(model, device=device)
+    n = torch_threads()
+    threads = f", {n} CPU thread{'s' * (n != 1)}" if codec.device.type == "cpu" else ""
+    err.print(f"[dim]device {codec.device} ({why}){threads}[/]", highlight=False)
+    return codec
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def check_weights(recorded: object, codec: Any, source: Path, force: bool) -> None:
+    """Refuse codes that record other weights (their sha256) than ``codec``'s, unless ``force``."""
+    have = codec.weights_sha256
+    if not recorded or not have or recorded == have:
+        return
+    if force:
+        err.print(
+            f"[yellow]warning:[/] {escape(str(source))} was made with other weights; decoding anyway (--force)"
+        )
+        return
+    raise RvqkitError(
+        f"{source} was made with other weights (sha256 {str(recorded)[:12]}...) than these "
+        f"({have[:12]}...); give the same weights with --model, or pass --force to decode anyway"
+    )
 
 
 def check_input(path: Path) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from . import (
+    DEFAULT_DEVICE,
     DEFAULT_MODEL,
     BandwidthOpt,
     DeviceOpt,
@@ -20,6 +21,7 @@ from . import (
     err,
     load_codec,
     progress_bar,
+    threads_option,
     user_errors,
 )
 
@@ -36,11 +38,9 @@ LMModelOpt = Annotated[
 
 ThreadsOpt = Annotated[
     int | None,
-    typer.Option(
-        "--threads",
-        min=1,
-        help="torch CPU threads for the LM. LM-coded bytes depend on it: decode with the count the file "
-        "was written with (Meta's tool uses torch's default, the core count; so does rvqkit by default).",
+    threads_option(
+        " LM-coded bytes depend on it: decode with the count the file was written with (Meta's tool uses"
+        " torch's default, the machine's physical cores)."
     ),
 ]
 
@@ -70,11 +70,13 @@ def compress(
     bandwidth: BandwidthOpt = 6.0,
     lm: Annotated[
         bool,
-        typer.Option("--lm", help="Entropy-code with Meta's LM (smaller, slower; needs its checkpoint)."),
+        typer.Option(
+            "--lm", metavar="", help="Entropy-code with Meta's LM (smaller, slower; needs its checkpoint)."
+        ),
     ] = False,
     lm_model: LMModelOpt = None,
     threads: ThreadsOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compress audio to an .ecdc file, bit-compatible with Meta's `encodec` tool (any length, bounded
@@ -117,7 +119,7 @@ def decompress(
     model: FileModelOpt = None,
     lm_model: LMModelOpt = None,
     threads: ThreadsOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Decompress an .ecdc file to audio; the model is the one its metadata names (any length, bounded

@@ -12,15 +12,19 @@ from rich.markup import escape
 from ..audio import audio_info
 from ..errors import RvqkitError
 from . import (
+    DEFAULT_DEVICE,
     DEFAULT_MODEL,
     BandwidthOpt,
     DeviceOpt,
     FileModelOpt,
+    ForceOpt,
     ModelOpt,
     OverwriteOpt,
+    ThreadsOpt,
     app,
     check_input,
     check_output,
+    check_weights,
     err,
     load_codec,
     model_for_file,
@@ -43,7 +47,8 @@ def roundtrip(
     output: Annotated[Path, typer.Argument(help="Reconstructed audio (.wav or .flac).")],
     model: ModelOpt = DEFAULT_MODEL,
     bandwidth: BandwidthOpt = 6.0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Encode and decode a file: hear what the codec keeps at a bandwidth (any length, bounded memory)."""
@@ -58,6 +63,42 @@ def roundtrip(
     err.print(
         f"wrote {escape(str(output))} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, {codec.channels} ch, {bandwidth:g} kbps)"
     )
+    err.print(quality_line(codec, input, output), highlight=False)
+
+
+METRIC_SECONDS = 600.0  # roundtrip scores at most this much audio (the metrics hold whole arrays)
+
+
+def quality_line(codec, reference: Path, output: Path) -> str:
+    """SI-SDR (dB) and log-mel distance (dB) of ``output`` against ``reference`` at the model's rate and
+    channels (the input as the codec saw it), over at most :data:`METRIC_SECONDS`."""
+    import numpy as np
+    import soundfile as sf
+
+    from ..chunked import read_blocks
+    from ..eval.metrics import MetricSkipped, mel_distance, si_sdr
+
+    limit = int(METRIC_SECONDS * codec.sample_rate)
+    parts, have = [], 0
+    for block in read_blocks(reference, codec):
+        parts.append(block[:, : limit - have])
+        have += parts[-1].shape[-1]
+        if have >= limit:
+            break
+    ref = np.concatenate(parts, axis=-1)
+    est = sf.read(output, frames=ref.shape[-1], dtype="float32", always_2d=True)[0].T
+    ref = ref[:, : est.shape[-1]]
+    scope = f" (first {METRIC_SECONDS:g} s)" if have >= limit else ""
+    cells = []
+    for label, fn in (
+        ("SI-SDR", lambda: f"{si_sdr(ref, est):.2f} dB"),
+        ("log-mel distance", lambda: f"{mel_distance(ref, est, codec.sample_rate):.2f} dB"),
+    ):
+        try:
+            cells.append(f"{label} {fn()}")
+        except MetricSkipped as e:
+            cells.append(f"{label} skipped ({e})")
+    return f"quality{scope}: " + ", ".join(cells)
 
 
 @app.command()
@@ -67,7 +108,8 @@ def encode(
     output: Annotated[Path, typer.Argument(help="Codes file to write (.npz, no pickle).")],
     model: ModelOpt = DEFAULT_MODEL,
     bandwidth: BandwidthOpt = 6.0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Encode an audio file to RVQ codes saved with their metadata (any length, bounded memory)."""
@@ -92,8 +134,10 @@ def decode(
     output: Annotated[Path, typer.Argument(help="Audio to write (.wav or .flac).")],
     model: FileModelOpt = None,
     n_q: Annotated[int | None, typer.Option("--n-q", help="Decode from the first K codebooks only.")] = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Decode a codes file to audio, optionally from the first K codebooks only (bounded memory)."""
     from ..chunked import decode_to_file
@@ -105,6 +149,8 @@ def decode(
     if encoded.batch_size != 1:
         raise RvqkitError(f"{input} holds {encoded.batch_size} items; the CLI decodes files of one item")
     codec = load_codec(model_for_file(model, encoded.model, input), device)
+    codec.check_encoded(encoded)  # another model: that error first
+    check_weights(encoded.weights_sha256, codec, input, force)
     n = int(encoded.lengths[0])
     with progress_bar("decode", n / codec.sample_rate) as update:
         decode_to_file(codec, encoded, output, n_q=n_q, overwrite=overwrite, progress=update)

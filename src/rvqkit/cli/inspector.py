@@ -13,14 +13,17 @@ from rich.table import Table
 
 from ..errors import RvqkitError
 from . import (
+    DEFAULT_DEVICE,
     DEFAULT_MODEL,
     BandwidthOpt,
     DeviceOpt,
     ModelOpt,
     OverwriteOpt,
+    ThreadsOpt,
     app,
     err,
     load_codec,
+    progress_bar,
     user_errors,
 )
 
@@ -80,9 +83,11 @@ def inspect_command(
         ),
     ] = None,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the report as JSON instead of tables.")
+        bool, typer.Option("--json", metavar="", help="Print the report as JSON instead of tables.")
     ] = False,
-    no_plots: Annotated[bool, typer.Option("--no-plots", help="With --out, write the report only.")] = False,
+    no_plots: Annotated[
+        bool, typer.Option("--no-plots", metavar="", help="With --out, write the report only.")
+    ] = False,
     seconds: Annotated[
         float,
         typer.Option(
@@ -92,7 +97,8 @@ def inspect_command(
             "each layer's residual and each reconstruction in memory: about 15 MB a second at 24 kHz).",
         ),
     ] = DEFAULT_INSPECT_SECONDS,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Walk a file through the codec step by step: input, embeddings, each quantizer layer (indices,
@@ -114,9 +120,11 @@ def inspect_command(
         )
     codec = load_codec(model, device)
     codec.n_q_for(bandwidth)
-    with err.status(f"Inspecting {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps ..."):
-        insp = inspect_audio(codec, audio, sr, bandwidth=bandwidth, ks=ks)
-        if out is not None:
+    label = f"inspect {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps"
+    with progress_bar(label, None, unit="model passes") as update:
+        insp = inspect_audio(codec, audio, sr, bandwidth=bandwidth, ks=ks, progress=update)
+    if out is not None:
+        with err.status("Writing the report and plots ..."):
             write_report(insp, out, overwrite=overwrite, plots=not no_plots)
     if json_out:
         print(json.dumps(json_ready({**insp.report, "plots": insp.plots}), indent=2))

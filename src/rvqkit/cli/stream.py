@@ -16,7 +16,18 @@ import typer
 
 from ..audio import check_resampled, check_sample_rate, convert_channels
 from ..errors import AudioError, RvqkitError
-from . import DEFAULT_MODEL, BandwidthOpt, DeviceOpt, ModelOpt, app, err, load_codec, user_errors
+from . import (
+    DEFAULT_DEVICE,
+    DEFAULT_MODEL,
+    BandwidthOpt,
+    DeviceOpt,
+    ModelOpt,
+    ThreadsOpt,
+    app,
+    err,
+    load_codec,
+    user_errors,
+)
 
 
 class PcmFormat(str, Enum):
@@ -63,10 +74,11 @@ def stream(
     ] = PcmFormat.s16le,
     chunk_ms: Annotated[float, typer.Option("--chunk-ms", help="Read size in milliseconds of input.")] = 20.0,
     realtime: Annotated[
-        bool, typer.Option("--realtime", help="Pace reading at the input's real-time rate.")
+        bool, typer.Option("--realtime", metavar="", help="Pace reading at the input's real-time rate.")
     ] = False,
     decode: Annotated[
-        bool, typer.Option("--decode", help="Write reconstructed PCM (model rate) instead of codes.")
+        bool,
+        typer.Option("--decode", metavar="", help="Write reconstructed PCM (model rate) instead of codes."),
     ] = False,
     codes_format: Annotated[
         CodesFormat,
@@ -75,7 +87,8 @@ def stream(
             help="jsonl: one JSON list of n_q codes per frame; raw: int16 little-endian, n_q per frame.",
         ),
     ] = CodesFormat.jsonl,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Stream raw PCM through the codec: codes (or, with --decode, reconstructed PCM) on stdout as soon as final."""
     if rate <= 0 or channels <= 0 or chunk_ms <= 0:

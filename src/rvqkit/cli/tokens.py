@@ -19,17 +19,22 @@ import typer
 from ..errors import RvqkitError
 from ..tokens.files import FORMAT, VERSION, ids_text, load_tokens, save_tokens, source_meta
 from . import (
+    DEFAULT_DEVICE,
     DEFAULT_MODEL,
     BandwidthOpt,
     DeviceOpt,
     FileModelOpt,
+    ForceOpt,
     ModelOpt,
     OverwriteOpt,
+    ThreadsOpt,
     app,
     check_output,
+    check_weights,
     err,
     load_codec,
     model_for_file,
+    progress_bar,
     user_errors,
 )
 
@@ -86,6 +91,7 @@ def tokens(
         bool | None,
         typer.Option(
             "--shift/--no-shift",
+            metavar="",
             help="Shift codebook k's ids by k x codebook size (default: single-stream layouts).",
         ),
     ] = None,
@@ -93,11 +99,12 @@ def tokens(
         Path | None, typer.Option("--out", "-o", help="Save to .npz, .json or .txt instead of printing.")
     ] = None,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON (settings and ids) instead of plain ids.")
+        bool, typer.Option("--json", metavar="", help="Print JSON (settings and ids) instead of plain ids.")
     ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     bandwidth: BandwidthOpt = 6.0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Turn codes into language-model token ids (print them, or save them with --out).
@@ -119,8 +126,8 @@ def tokens(
         info = audio_info(input)  # read block by block: any length in bounded memory
         codec = load_codec(model, device)
         codec.n_q_for(bandwidth)
-        with err.status(f"Encoding {info.frames / info.samplerate:.1f} s at {bandwidth:g} kbps ..."):
-            encoded = encode_file(codec, input, bandwidth)
+        with progress_bar(f"encode {bandwidth:g} kbps", info.frames / info.samplerate) as update:
+            encoded = encode_file(codec, input, bandwidth, progress=update)
     lay = TokenLayout(
         layout,  # type: ignore[arg-type]
         n_q if n_q is not None else encoded.n_q,
@@ -161,8 +168,10 @@ def detokenize(
     output: Annotated[Path, typer.Argument(help="Audio to write (.wav or .flac).")],
     model: FileModelOpt = None,
     item: Annotated[int, typer.Option("--item", help="Which item of a batch to write.")] = 0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Turn token ids back into codes (checking every token) and decode them to audio."""
     from ..audio import write_audio
@@ -173,6 +182,8 @@ def detokenize(
     if not 0 <= item < codes.shape[0]:
         raise RvqkitError(f"--item {item}: the file holds {codes.shape[0]} items")
     codec = load_codec(model_for_file(model, source.get("model"), input), device)
+    if source.get("model") == codec.name:  # (another model fails below, with its own error)
+        check_weights(source.get("weights_sha256"), codec, input, force)
     stored = arrays.get("frame_lengths")
     if (
         stored is not None
