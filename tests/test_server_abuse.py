@@ -8,15 +8,20 @@ flight, that ``/v1/health`` answers within 200 ms and the server's RSS grows by 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import threading
+import time
 import zipfile
 
 import numpy as np
 import pytest
-from server_helpers import local_client
+from conftest import make_signal
+from server_helpers import ServerProcess, Watch, cancel_after, local_client, post, socket_error, wav_bytes
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
+from websockets.sync.client import connect as ws_connect
 
 from rvqkit.server import ServerSettings, create_app
 from rvqkit.server.security import host_name, trusted_hosts_for
@@ -138,28 +143,30 @@ def _meta(n_q: int = 2) -> np.ndarray:
     return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
 
+def zip_bomb_npz(frames: int = 500_000_000) -> bytes:
+    """An .npz whose codes header declares ``2 x frames`` int16 codes (2 GB for the default), with only
+    4 MB of zeros behind it, deflated to a few kB: its header alone must be refused."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("codes.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<i2", "fortran_order": False, "shape": (1, 2, frames)}
+            )
+            zeros = b"\0" * (1 << 20)
+            for _ in range(4):
+                f.write(zeros)
+        arrays = {"lengths": np.array([frames * 320]), "frame_lengths": np.array([frames]), "meta": _meta()}
+        for name, arr in arrays.items():
+            with z.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, arr)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("case", ["zip bomb", "huge length", "unused member", "wav"])
 def test_npz_upload_is_bounded(client, case):
     """A 400 KB savez_compressed of zeros once cost 2 GB; an unused 100 MB member was loaded."""
-    if case == "zip bomb":  # 1 G codes of zeros, compressed to about 1 MB
-        frames = 500_000_000
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            with z.open("codes.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_1_0(
-                    f, {"descr": "<i2", "fortran_order": False, "shape": (1, 2, frames)}
-                )
-                zeros = b"\0" * (1 << 20)
-                for _ in range(4):  # only the first 4 MB are written: the header alone must be refused
-                    f.write(zeros)
-            for name, arr in {
-                "lengths": np.array([frames * 320]),
-                "frame_lengths": np.array([frames]),
-                "meta": _meta(),
-            }.items():
-                with z.open(f"{name}.npy", "w") as f:
-                    np.lib.format.write_array(f, arr)
-        data, kinds = buf.getvalue(), ("too_large", "bad_codes")
+    if case == "zip bomb":
+        data, kinds = zip_bomb_npz(), ("too_large", "bad_codes")
     elif case == "huge length":
         data = _npz(
             codes=np.zeros((1, 2, 10), np.int16),
@@ -223,3 +230,163 @@ def test_json_body_size_limit(codec24):
             headers={"content-type": "application/json"},
         )
         assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+
+# -- admission control and slow clients, in-process -----------------------------------------------------------
+def test_slow_stream_is_closed(codec24):
+    """Slowloris: a few bytes every so often once held every stream slot."""
+    app = create_app(codec24, ServerSettings(stream_grace_s=0.5, min_stream_rate=0.5, idle_timeout_s=20.0))
+    with local_client(app) as c, c.websocket_connect("/v1/stream/encode") as ws:
+        ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
+        assert ws.receive_json()["type"] == "ready"
+        ws.send_bytes(b"\0\0\0\0")
+        t = time.monotonic()
+        msg = _expect_close(ws, "too_slow")
+        assert time.monotonic() - t < 5 and "per second" in msg["message"]
+    assert app.state.hub.active == 0
+
+
+def test_request_cost_cap(codec24):
+    app = create_app(codec24, ServerSettings(max_job_samples=SR))  # 1 s of model work per request
+    with local_client(app) as c:
+        assert c.get("/v1/info").json()["limits"]["max_job_samples"] == SR
+        r = c.post(
+            "/v1/encode", files={"file": ("x.wav", wav_bytes(np.zeros((1, 2 * 8000), np.float32), 8000))}
+        )
+        assert r.status_code == 413 and "model work" in r.json()["message"]
+
+
+def test_full_queue_answers_503(codec24):
+    app = create_app(codec24, ServerSettings(max_jobs=1, retry_after_s=3))
+    with local_client(app) as c:
+        app.state.jobs.admit()  # one job admitted and not finished: the queue is full
+        r = c.post("/v1/encode", files={"file": ("x.wav", wav_bytes(np.zeros((1, SR), np.float32), SR))})
+        assert r.status_code == 503 and r.json()["error"] == "busy" and r.headers["retry-after"] == "3"
+        app.state.jobs.admitted -= 1
+        r = c.post("/v1/encode", files={"file": ("x.wav", wav_bytes(np.zeros((1, SR), np.float32), SR))})
+        assert r.status_code == 200
+
+
+# -- a real server: responsiveness and memory while the abuse is in flight ------------------------------------
+LONG_S = 20  # seconds of audio in the long REST job
+
+
+@pytest.fixture(scope="module")
+def server(meta_24k):
+    s = ServerProcess(
+        str(meta_24k[1]),
+        *("--max-jobs", "1", "--job-piece", "1", "--max-duration", "60", "--max-backlog", "3"),
+        *("--stream-grace", "2", "--idle-timeout", "10"),
+    )
+    yield s
+    s.close()
+
+
+def _in_flight(server, action, *args):
+    """Run ``action`` in a thread under a :class:`Watch`; its result, seconds, and the watch."""
+    out = {}
+
+    def run():
+        t = time.monotonic()
+        out["result"] = action(*args)
+        out["seconds"] = time.monotonic() - t
+
+    with Watch(server) as w:
+        th = threading.Thread(target=run)
+        th.start()
+        th.join(60)
+    assert not th.is_alive()
+    return out["result"], out["seconds"], w
+
+
+def _check_watch(w: Watch) -> None:
+    assert w.samples >= 1
+    assert w.worst_health_ms < 200, f"/v1/health took {w.worst_health_ms:.0f} ms during the abuse"
+    assert w.peak_growth_mb < 200, f"the server grew by {w.peak_growth_mb:.0f} MB"
+
+
+def _stream_big_messages(server):
+    with ws_connect(server.ws_url + "/v1/stream/encode", max_size=2**24) as ws:
+        ws.send(json.dumps({"sample_rate": 4000, "channels": 1, "format": "f32le"}))
+        json.loads(ws.recv(timeout=10))
+        with contextlib.suppress(Exception):
+            for _ in range(32):  # 32 MiB at 4 kHz: 33 min after resampling, if nothing stopped it
+                ws.send(np.zeros(262_000, "<f4").tobytes())
+        return socket_error(ws)
+
+
+def test_real_server_stream_cost_before_resampling(server):
+    err, seconds, w = _in_flight(server, _stream_big_messages, server)
+    assert err.get("error") in ("overloaded", "too_large"), err
+    assert seconds < 5
+    _check_watch(w)
+
+
+def _decode_backlog(server):
+    frames = 750  # 10 s of codes per message, 8 codebooks; 600 s in all, PCM never read
+    msg = json.dumps({"type": "codes", "codes": [[1] * frames] * 8})
+    with ws_connect(server.ws_url + "/v1/stream/decode", max_size=2**24) as ws:
+        ws.send(json.dumps({"format": "f32le"}))
+        json.loads(ws.recv(timeout=10))
+        with contextlib.suppress(Exception):
+            for _ in range(60):
+                ws.send(msg)
+        return socket_error(ws)
+
+
+def test_real_server_decode_socket_backlog(server):
+    err, seconds, w = _in_flight(server, _decode_backlog, server)
+    assert err.get("error") == "overloaded", err
+    assert seconds < 15
+    _check_watch(w)
+
+
+def test_real_server_json_and_npz_bombs(server):
+    # the JSON limit here (60 s of codes) is 785 kB: 900 kB is refused from its length, 600 kB of a flat
+    # list where rows belong fails validation at its first element
+    for n, status in ((300_000, 413), (200_000, 422)):
+        flat = json.dumps({"model": "encodec_24khz", "codes": [0] * n}).encode()
+        (got, body, _), seconds, w = _in_flight(
+            server, lambda flat=flat: post(server, "/v1/decode/json", flat, json_body=True)
+        )
+        assert got == status and seconds < 2, (got, body)
+        _check_watch(w)
+    (got, body, _), seconds, w = _in_flight(server, lambda: post(server, "/v1/decode", zip_bomb_npz()))
+    assert got in (400, 413) and seconds < 2, (got, body)
+    _check_watch(w)
+
+
+def test_real_server_queue_cancel_and_streams_first(server):
+    """A long REST encode: a second request gets 503 at once, health stays fast, a live stream gets its
+    codes between the job's pieces, and hanging up cancels the job."""
+    long_wav = wav_bytes(make_signal(LONG_S * SR, 1, SR, seed=1), SR, "PCM_16")
+    result = {}
+    job = threading.Thread(target=lambda: result.update(r=post(server, "/v1/encode", long_wav)))
+    with Watch(server) as w:
+        job.start()
+        deadline = time.monotonic() + 10
+        while server.stats()["jobs"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        status, body, headers = post(server, "/v1/encode", wav_bytes(np.zeros((1, SR), np.float32), SR))
+        assert status == 503 and body["error"] == "busy" and int(headers["retry-after"]) > 0
+        # a live stream during the job: its first codes come after at most a piece or so
+        x = make_signal(SR, 1, SR, seed=2).T.astype("<f4")
+        with ws_connect(server.ws_url + "/v1/stream/encode") as ws:
+            ws.send(json.dumps({"sample_rate": SR, "channels": 1}))
+            json.loads(ws.recv(timeout=10))
+            t = time.monotonic()
+            ws.send(x.tobytes())
+            first = json.loads(ws.recv(timeout=20))
+            waited = time.monotonic() - t
+        assert first["type"] == "codes" and waited < 5, (first.get("type"), waited)
+        job.join(60)
+    assert result["r"][0] == 200
+    _check_watch(w)
+    # hang up during a job: it is dropped at its next piece
+    before = server.stats()["jobs_cancelled"]
+    cancel_after(server, long_wav, 0.5)
+    deadline = time.monotonic() + 10
+    while server.stats()["jobs"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = server.stats()
+    assert stats["jobs"] == 0 and stats["jobs_cancelled"] == before + 1
