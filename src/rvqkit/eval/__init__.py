@@ -1,2 +1,72 @@
-"""``rvqkit eval``: objective quality of the codec per bandwidth and per codebook count, against Opus
-and MP3 at the same bitrates (see docs/eval.md)."""
+"""``rvqkit eval``: objective quality of the codec per bandwidth and per codebook count, on the user's
+audio, against Opus and MP3 at the same bitrates (see docs/eval.md).
+
+- :func:`evaluate`: one row per item and setting, as a pandas DataFrame (facts of the run in
+  ``df.attrs["eval"]``);
+- :func:`summarize`: mean, median and 10th percentile of each metric per codec, bandwidth and k;
+- :func:`write_report`: ``report.md``, ``report.json``, ``items.csv``, plots and ``index.html``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .metrics import METRICS, MetricSkipped
+from .report import summarize, summary_rows, write_report
+from .run import EvalError, EvalResult, run_eval
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..codec import Codec
+
+__all__ = [
+    "METRICS",
+    "EvalError",
+    "EvalResult",
+    "MetricSkipped",
+    "evaluate",
+    "run_eval",
+    "summarize",
+    "summary_rows",
+    "write_report",
+]
+
+
+def evaluate(
+    codec: Codec,
+    inputs: Iterable[str | os.PathLike[str]] | Mapping[str, tuple[np.ndarray, int]],
+    bandwidths: Sequence[float] | None = None,
+    n_q: Sequence[int] | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Score ``codec`` on ``inputs`` at each bandwidth and each first-k codebook count, and the baselines.
+
+    Args:
+        codec: the model.
+        inputs: audio files, folders or manifests (listed as ``rvqkit corpus`` does), or
+            ``{id: (audio, sample_rate)}`` with audio ``[samples]`` or ``[channels, samples]``.
+        bandwidths: kbps to evaluate (default: all the model's).
+        n_q: first-k codebook counts to decode at the top bandwidth (default 1..its n_q).
+        **options: ``baselines`` (bool, default True), ``metrics`` (names, default all of
+            :data:`METRICS`), ``lm`` (entropy-coding LM checkpoint: real bitrates), ``lm_items``
+            (items LM-coded, default 3), ``workers`` (metric processes, default 2; 0: in this process),
+            ``examples`` (items whose audio is kept, default 0), ``max_delay_s`` (delay search range
+            for the aligned metrics, default 0.05 s), ``progress`` (``callback(done, total)`` over
+            items x settings).
+
+    Returns:
+        pandas DataFrame, one row per item and setting (``codec``, ``setting``: ``bandwidth``, ``k`` or
+        ``baseline``, ``label``, ``n_q``, ``kbps``: nominal, ``real_kbps``, the metrics, the aligned
+        metrics, ``delay_samples``, ``skipped``: reasons); ``df.attrs["eval"]`` holds the run's facts.
+    """
+    import pandas as pd
+
+    result = run_eval(codec, inputs, bandwidths, n_q, **options)
+    df = pd.DataFrame(result.rows)
+    df.attrs["eval"] = result.info
+    return df

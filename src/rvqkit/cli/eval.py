@@ -1,0 +1,146 @@
+"""``rvqkit eval``: objective quality per bandwidth and per codebook count against Opus and MP3."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ..errors import RvqkitError
+from . import DEFAULT_MODEL, DeviceOpt, ModelOpt, OverwriteOpt, app, err, load_codec, user_errors
+
+
+def parse_list(text: str | None, kind: type, what: str) -> list | None:
+    """``"1,2,4"`` → ``[1, 2, 4]`` (``kind`` of each)."""
+    if text is None:
+        return None
+    try:
+        return [kind(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise RvqkitError(f"{what} takes a comma-separated list like 1,2,4; got {text!r}") from None
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Audio files, folders or manifests (.csv/.jsonl), as `rvqkit corpus` reads."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Report folder (report.md/.json, items.csv, plots, index.html)."),
+    ],
+    model: ModelOpt = DEFAULT_MODEL,
+    bandwidth: Annotated[
+        str | None, typer.Option("--bandwidth", "-b", help="Bandwidths in kbps, e.g. 6,12 (default: all).")
+    ] = None,
+    n_q: Annotated[
+        str | None,
+        typer.Option(
+            "--n-q", help="First-k codebook counts at the top bandwidth, e.g. 1,2,8 (default: all)."
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option("--metrics", help="Metrics to compute, e.g. si_sdr,pesq (default: all).")
+    ] = None,
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Skip the Opus and MP3 baselines.")
+    ] = False,
+    lm_model: Annotated[
+        Path | None,
+        typer.Option("--lm-model", help="Entropy-coding LM checkpoint; default: searched beside the model."),
+    ] = None,
+    lm_items: Annotated[
+        int, typer.Option("--lm-items", help="Items whose .ecdc is LM entropy-coded (slow: frame by frame).")
+    ] = 3,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Metric processes beside the model (0: in the main process).")
+    ] = 2,
+    examples: Annotated[int, typer.Option("--examples", help="Items with audio players in index.html.")] = 3,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Write the report without PNG plots.")] = False,
+    device: DeviceOpt = "cpu",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Measure what each bandwidth and each codebook count costs in quality on your audio (SI-SDR, mel and
+    multi-resolution STFT distances, PESQ, STOI, ViSQOL), with the real entropy-coded bitrate, codebook
+    usage and LM tokens per second, against Opus and MP3 at the same bitrates."""
+    from ..eval.metrics import METRICS
+    from ..eval.report import TITLES, check_report_folder, main_table, summary_rows, write_report
+    from ..eval.run import list_inputs, run_eval
+    from ..lm import find_lm
+
+    check_report_folder(out, overwrite)
+    if workers < 0 or lm_items < 0 or examples < 0:
+        raise RvqkitError("--workers, --lm-items and --examples must be 0 or more")
+    bws = parse_list(bandwidth, float, "--bandwidth")
+    ks = parse_list(n_q, int, "--n-q")
+    names = parse_list(metrics, str, "--metrics")
+    if lm_model is not None and not lm_model.is_file():
+        raise RvqkitError(f"{lm_model}: no such LM checkpoint (--lm-model)")
+    unknown = [m for m in names or () if m not in METRICS]
+    if unknown:
+        raise RvqkitError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    list_inputs(inputs)  # a missing input fails before the model loads
+    codec = load_codec(model, device)
+    lm = lm_model
+    if lm is None and lm_items > 0:
+        try:
+            lm = find_lm(codec.name, near=model if Path(model).exists() else None)
+        except RvqkitError:  # no LM is known for this model
+            lm = None
+    columns = [
+        TextColumn("eval"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("items x settings"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task("eval", total=None)
+        result = run_eval(
+            codec,
+            inputs,
+            bws,
+            ks,
+            baselines=not no_baselines,
+            metrics=names,
+            lm=lm,
+            lm_items=lm_items,
+            workers=workers,
+            examples=examples,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    files = write_report(result, out, overwrite=overwrite, plots=not no_plots)
+    info = result.info
+    head, cells = main_table(summary_rows(result.rows, tuple(info["metrics"])), info)
+    table = Table(title=f"{info['model']}: means over {info['items_scored']} items", title_justify="left")
+    for h in head:
+        table.add_column(h, justify="right")
+    for row in cells:
+        table.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: don't squeeze the table
+    for m, status in info["metrics"].items():
+        if status != "ok":
+            err.print(f"skipped {TITLES[m]}: {status}", highlight=False, markup=False)
+    for codec_name, why in info["baselines"]["missing"].items():
+        err.print(f"baseline {codec_name} missing: {why}", highlight=False, markup=False)
+    for s in info["skipped_items"]:
+        err.print(f"skipped item {s['item']}: {s['reason']}", highlight=False, markup=False)
+    err.print(f"real bitrate: {info['entropy_coding']['note']}", highlight=False, markup=False)
+    if "plots" in info:
+        err.print(info["plots"], highlight=False, markup=False)
+    err.print(f"wrote {len(files)} files in {out} (open {out / 'index.html'})", highlight=False, markup=False)

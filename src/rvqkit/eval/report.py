@@ -1,0 +1,450 @@
+"""The evaluation's report: the summary table, ``report.md``, ``report.json``, ``items.csv``, PNG plots of
+each metric against bitrate, and ``index.html`` with the plots, the table and audio players (all local
+files, no network)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import RvqkitError
+from ..inspector import json_ready
+from .metrics import HIGHER_IS_BETTER, METRICS, UNITS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from .run import EvalResult
+
+REPORT_FORMAT = "rvqkit-eval"
+REPORT_VERSION = 1
+REPORT_FILES = ("report.md", "report.json", "items.csv", "index.html")
+REPORT_FOLDERS = ("plots", "audio")
+TITLES = {
+    "si_sdr": "SI-SDR",
+    "mel_distance": "mel distance",
+    "stft_distance": "MR-STFT distance",
+    "pesq": "PESQ (wb)",
+    "stoi": "STOI",
+    "visqol": "ViSQOL",
+}
+KEYS = ("codec", "setting", "label", "n_q", "kbps")
+EXTRA_MEANS = ("real_kbps", "ecdc_kbps", "ecdc_lm_kbps", "delay_samples")
+EXTRA_MEANS += ("steps_per_s_flatten", "steps_per_s_delay", "steps_per_s_parallel")
+DPI = 110
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+def _values(rows: list[dict[str, Any]], key: str) -> np.ndarray:
+    v = np.array([r.get(key, math.nan) for r in rows], dtype=np.float64)
+    return v[~np.isnan(v)]
+
+
+def _order(s: dict[str, Any]) -> tuple:
+    rank = {"bandwidth": 0, "k": 1, "baseline": 2}[s["setting"]]
+    return (rank, s["codec"], s["kbps"], 0 if s["n_q"] is None else s["n_q"])
+
+
+def summary_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
+    """Per codec, setting and bitrate (``KEYS``): ``items``; for each metric ``<m>_mean``, ``<m>_median``,
+    ``<m>_p10`` (10th percentile) and ``<m>_n`` (items scored); ``<m>_aligned_mean``; and the means of
+    the bitrates, delay and LM steps per second. Skipped (NaN) values are left out of each statistic."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        n_q = r.get("n_q")
+        n_q = None if n_q is None or (isinstance(n_q, float) and math.isnan(n_q)) else int(n_q)
+        groups.setdefault((r["codec"], r["setting"], r["label"], n_q, float(r["kbps"])), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        s: dict[str, Any] = dict(zip(KEYS, key, strict=True))
+        s["items"] = len(rs)
+        for m in metrics:
+            v = _values(rs, m)
+            s[f"{m}_n"] = int(len(v))
+            with np.errstate(invalid="ignore"):  # inf - inf in the mean of identical items
+                s[f"{m}_mean"] = float(v.mean()) if len(v) else math.nan
+                s[f"{m}_median"] = float(np.median(v)) if len(v) else math.nan
+                s[f"{m}_p10"] = float(np.percentile(v, 10)) if len(v) else math.nan
+                a = _values(rs, f"{m}_aligned")
+                s[f"{m}_aligned_mean"] = float(a.mean()) if len(a) else math.nan
+        for k in EXTRA_MEANS:
+            v = _values(rs, k)
+            s[k] = float(v.mean()) if len(v) else math.nan
+        out.append(s)
+    return sorted(out, key=_order)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """The summary table of :func:`rvqkit.eval.evaluate`'s rows (see :func:`summary_rows`)."""
+    import pandas as pd
+
+    info = df.attrs.get("eval", {})
+    metrics = tuple(info.get("metrics", dict.fromkeys(METRICS)))
+    records = df.astype(object).where(df.notna(), math.nan).to_dict("records")
+    return pd.DataFrame(summary_rows(records, metrics))
+
+
+def _ran(info: dict[str, Any]) -> list[str]:
+    return [m for m, status in info["metrics"].items() if status == "ok"]
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:.{digits}g}" if abs(v) < 10**digits else f"{v:.0f}"
+    return str(v)
+
+
+def main_table(summary: list[dict[str, Any]], info: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the report's main table (means)."""
+    ran = _ran(info)
+    head = ["setting", "kbps", "real kbps", *(f"{TITLES[m]} {UNITS[m]}".strip() for m in ran), "items"]
+    cells = [
+        [
+            s["label"],
+            _fmt(s["kbps"]),
+            _fmt(s["real_kbps"]),
+            *(_fmt(s[f"{m}_mean"]) for m in ran),
+            str(s["items"]),
+        ]
+        for s in summary
+    ]
+    return head, cells
+
+
+def _md_table(head: list[str], cells: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(c) + " |" for c in cells),
+    ]
+
+
+def skip_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How often each skip reason occurs over the rows."""
+    out: dict[str, int] = {}
+    for r in rows:
+        for reason in filter(None, (r.get("skipped") or "").split("; ")):
+            out[reason] = out.get(reason, 0) + 1
+    return out
+
+
+def to_markdown(result: EvalResult, summary: list[dict[str, Any]], plots: list[str]) -> str:
+    info = result.info
+    ran = _ran(info)
+    out = ["# rvqkit eval", ""]
+    out += [
+        f"- **model**: {info['model']} ({info['sample_rate']} Hz, {info['channels']} ch)",
+        f"- **items**: {info['items_scored']} scored of {info['items']} ({info['seconds']:.1f} s of audio)",
+        f"- **bandwidths**: {', '.join(f'{b:g}' for b in info['bandwidths'])} kbps; "
+        f"**k**: {', '.join(map(str, info['n_q']))} of {info['top_n_q']} codebooks at the top bandwidth",
+        f"- **real bitrate**: {info['entropy_coding']['note']}",
+    ]
+    for m, status in info["metrics"].items():
+        if status != "ok":
+            out.append(f"- **{TITLES[m]} skipped**: {status}")
+    used = ", ".join(f"{b['label']} ({b['engine']})" for b in info["baselines"]["used"]) or "none"
+    out.append(f"- **baselines**: {used}")
+    for codec, why in info["baselines"]["missing"].items():
+        out.append(f"- **baseline {codec} missing**: {why}")
+    t = info["timing"]
+    out.append(
+        f"- **time**: {t['total_s']:.1f} s in all, of which {t['model_s']:.1f} s encoding and decoding "
+        f"({t['workers']} metric workers beside the model)"
+    )
+    out += ["", "## Means per setting", "", *_md_table(*main_table(summary, info))]
+    for m in ran:
+        better = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
+        head = ["setting", "mean", "median", "p10", "aligned mean", "n"]
+        cells = [
+            [
+                s["label"],
+                _fmt(s[f"{m}_mean"]),
+                _fmt(s[f"{m}_median"]),
+                _fmt(s[f"{m}_p10"]),
+                "-" if m in ("pesq", "visqol") else _fmt(s[f"{m}_aligned_mean"]),
+                str(s[f"{m}_n"]),
+            ]
+            for s in summary
+        ]
+        out += ["", f"## {TITLES[m]} {UNITS[m]} ({better})".replace("  ", " "), "", *_md_table(head, cells)]
+    k_rows = [s for s in summary if s["setting"] == "k"]
+    if k_rows:
+        head = ["k", "kbps", "flatten steps/s", "delay steps/s", "parallel steps/s", "tokens/s"]
+        cells = [
+            [
+                str(s["n_q"]),
+                _fmt(s["kbps"]),
+                _fmt(s["steps_per_s_flatten"], 4),
+                _fmt(s["steps_per_s_delay"], 4),
+                _fmt(s["steps_per_s_parallel"], 4),
+                _fmt(s["n_q"] * info["frame_rate"] * 1.0, 4),
+            ]
+            for s in k_rows
+        ]
+        out += [
+            "",
+            "## What a language model pays",
+            "",
+            "Sequence positions per second of audio for each token layout (without begin/end tokens); "
+            "`delay` and `parallel` predict k tokens per position.",
+            "",
+            *_md_table(head, cells),
+        ]
+    head = ["codebook", "distinct codes", "usage", "entropy bits"]
+    cells = [
+        [str(c["codebook"]), str(c["distinct_codes"]), _fmt(c["usage"]), _fmt(c["entropy_bits"])]
+        for c in info["codebooks"]
+    ]
+    out += ["", "## Codebook usage (all items, top bandwidth)", "", *_md_table(head, cells)]
+    reasons = skip_counts(result.rows)
+    if info["skipped_items"] or reasons:
+        out += ["", "## Skipped", ""]
+        out += [f"- item {s['item']}: {s['reason']}" for s in info["skipped_items"]]
+        out += [f"- {r} ({n} rows)" for r, n in reasons.items()]
+    if plots:
+        out += ["", "## Plots", "", *(f"![{p}]({p})" for p in plots)]
+    return "\n".join(out) + "\n"
+
+
+# -- plots -------------------------------------------------------------------------------------------------
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(x) and math.isfinite(y) and x > 0]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def metric_plot(summary: list[dict[str, Any]], info: dict[str, Any], metric: str) -> Figure:
+    """Mean ``metric`` against bitrate: rvqkit per bandwidth (nominal and real), per k, and baselines."""
+    fig = _figure(7, 4.2)
+    ax = fig.subplots()
+    bw = [s for s in summary if s["setting"] == "bandwidth"]
+    ks = [s for s in summary if s["setting"] == "k"]
+    y = f"{metric}_mean"
+    if ks:
+        ax.plot(*_finite([s["kbps"] for s in ks], [s[y] for s in ks]), "-", color="tab:blue", alpha=0.45,
+                marker=".", label="rvqkit, first k codebooks")  # fmt: skip
+    if bw:
+        ax.plot(*_finite([s["kbps"] for s in bw], [s[y] for s in bw]), "-o", color="tab:blue",
+                label="rvqkit per bandwidth (nominal kbps)")  # fmt: skip
+        lm = info["entropy_coding"]["items"] > 0
+        ax.plot(*_finite([s["real_kbps"] for s in bw], [s[y] for s in bw]), ":o", color="tab:blue",
+                markerfacecolor="none", label="rvqkit at its real " + (".ecdc bitrate (LM entropy-coded)" if lm
+                                                                      else ".ecdc bitrate (no entropy coding)"))  # fmt: skip
+    colors = {"opus": "tab:orange", "mp3": "tab:green"}
+    for codec in sorted({s["codec"] for s in summary if s["setting"] == "baseline"}):
+        rs = [s for s in summary if s["codec"] == codec]
+        ax.plot(*_finite([s["real_kbps"] for s in rs], [s[y] for s in rs]), "-s", color=colors.get(codec, "gray"),
+                label=f"{codec} (real kbps)")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bitrate (kbps)")
+    ax.set_ylabel(f"{TITLES[metric]} {UNITS[metric]}".strip())
+    better = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+    ax.set_title(f"{TITLES[metric]}: mean over items ({better})", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def codebook_plot(info: dict[str, Any]) -> Figure:
+    fig = _figure(7, 3.4)
+    ax = fig.subplots()
+    cb = info["codebooks"]
+    x = [c["codebook"] for c in cb]
+    ax.bar(x, [c["entropy_bits"] for c in cb], color="tab:purple", label="entropy (bits)")
+    ax.set_xlabel("codebook")
+    ax.set_ylabel("entropy (bits per code)")
+    ax2 = ax.twinx()
+    ax2.plot(x, [c["distinct_codes"] for c in cb], "o", color="tab:red", label="distinct codes")
+    ax2.set_ylabel("distinct codes")
+    ax.set_title("Codebook usage over all items", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    fig.legend(fontsize=7, loc="outside lower center", ncols=2)
+    return fig
+
+
+def save_plots(summary: list[dict[str, Any]], info: dict[str, Any], folder: Path) -> list[str]:
+    """PNG per metric that ran, and the codebook usage; returns the paths relative to the report."""
+    folder.mkdir(exist_ok=True)
+    out = []
+    for m in _ran(info):
+        metric_plot(summary, info, m).savefig(folder / f"{m}.png", dpi=DPI, format="png")
+        out.append(f"plots/{m}.png")
+    codebook_plot(info).savefig(folder / "codebooks.png", dpi=DPI, format="png")
+    return [*out, "plots/codebooks.png"]
+
+
+def plots_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- HTML --------------------------------------------------------------------------------------------------
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1150px; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+.plots { display: grid; grid-template-columns: repeat(2, 1fr); gap: 1em; }
+.plots img { width: 100%; border: 1px solid #ddd; }
+.example { border: 1px solid #ddd; padding: 0.5em 1em; margin: 1em 0; }
+.player { display: grid; grid-template-columns: 14em 20em 1fr; align-items: center; gap: 0.3em 1em; }
+.player audio { width: 20em; height: 2em; } .note { color: #666; font-size: 0.85em; }
+"""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
+
+
+def write_examples(result: EvalResult, folder: Path) -> list[dict[str, Any]]:
+    """WAV files of the kept examples under ``folder``; returns (item, [(label, file)]) for the page."""
+    from ..audio import write_audio
+
+    folder.mkdir(exist_ok=True)
+    sr = result.info["sample_rate"]
+    out = []
+    for n, ex in enumerate(result.examples):
+        players = []
+        for label, audio in [("original", ex.original), *sorted(ex.reconstructions.items())]:
+            name = f"{n:02d}_{_slug(label)}.wav"
+            write_audio(folder / name, np.asarray(audio), sr, overwrite=True)
+            players.append((label, f"audio/{name}"))
+        out.append({"item": ex.item, "players": players})
+    return out
+
+
+def to_html(result: EvalResult, summary: list[dict[str, Any]], plots: list[str], examples: list[dict]) -> str:
+    info = result.info
+    e = html.escape
+    head, cells = main_table(summary, info)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>rvqkit eval</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>rvqkit eval: {e(info['model'])}</h1>",
+        "<ul>",
+        f"<li>{info['items_scored']} of {info['items']} items scored, {info['seconds']:.1f} s of audio, "
+        f"{info['sample_rate']} Hz, {info['channels']} channel(s)</li>",
+        f"<li>real bitrate: {e(info['entropy_coding']['note'])}</li>",
+    ]
+    for m, status in info["metrics"].items():
+        if status != "ok":
+            parts.append(f"<li>{e(TITLES[m])} skipped: {e(status)}</li>")
+    for codec, why in info["baselines"]["missing"].items():
+        parts.append(f"<li>baseline {e(codec)} missing: {e(why)}</li>")
+    parts.append("</ul><h2>Means per setting</h2><table><tr>")
+    parts += [f"<th>{e(h)}</th>" for h in head]
+    parts.append("</tr>")
+    for row in cells:
+        parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    parts.append("</table>")
+    if plots:
+        parts.append("<h2>Plots</h2><div class='plots'>")
+        parts += [f"<img src='{e(p)}' alt='{e(p)}'>" for p in plots]
+        parts.append("</div>")
+    if examples:
+        by_item: dict[tuple[str, str], dict[str, Any]] = {(r["item"], r["label"]): r for r in result.rows}
+        ran = [m for m in _ran(info) if m in ("si_sdr", "mel_distance", "pesq", "stoi")]
+        parts.append("<h2>Listen</h2>")
+        for ex in examples:
+            parts.append(f"<div class='example'><h3>{e(ex['item'])}</h3><div class='player'>")
+            for label, src in ex["players"]:
+                r = by_item.get((ex["item"], label), {})
+                scores = ", ".join(f"{TITLES[m]} {_fmt(r.get(m))}" for m in ran) if r else ""
+                parts.append(
+                    f"<span>{e(label)}</span><audio controls preload='none' src='{e(src)}'></audio>"
+                    f"<span class='note'>{e(scores)}</span>"
+                )
+            parts.append("</div></div>")
+    parts.append(
+        f"<p class='note'>rvqkit {e(__version__)}; details in report.md, report.json, items.csv.</p>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# -- files -------------------------------------------------------------------------------------------------
+def check_report_folder(folder: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Raise :class:`RvqkitError` if ``folder`` is a file or already holds a report (unless ``overwrite``)."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise RvqkitError(f"{out} is a file, not a folder")
+    existing = [n for n in (*REPORT_FILES, *REPORT_FOLDERS) if (out / n).exists()]
+    if existing and not overwrite:
+        raise RvqkitError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+
+
+def _csv_columns(rows: list[dict[str, Any]]) -> list[str]:
+    first = [
+        "item",
+        "seconds",
+        "codec",
+        "setting",
+        "label",
+        "n_q",
+        "kbps",
+        "real_kbps",
+        "ecdc_kbps",
+        "ecdc_lm_kbps",
+    ]
+    first += [m for m in METRICS if any(m in r for r in rows)]
+    rest = sorted({k for r in rows for k in r} - set(first) - {"skipped"})
+    return [*first, *rest, "skipped"]
+
+
+def write_report(
+    result: EvalResult, folder: str | os.PathLike[str], overwrite: bool = False, plots: bool = True
+) -> list[str]:
+    """Write ``report.md``, ``report.json``, ``items.csv``, ``index.html``, ``plots/*.png`` (with
+    matplotlib and ``plots``) and ``audio/*.wav`` (the examples) into ``folder`` (created if missing).
+    Refuses before writing anything if they exist and ``overwrite`` is False. Returns the files written."""
+    check_report_folder(folder, overwrite)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    info = result.info
+    summary = summary_rows(result.rows, tuple(info["metrics"]))
+    if plots and not plots_available():
+        info["plots"] = "skipped: plots need matplotlib (pip install 'rvqkit[plot]')"
+        plots = False
+    pngs = save_plots(summary, info, out / "plots") if plots else []
+    examples = write_examples(result, out / "audio") if result.examples else []
+    report = {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "rvqkit_version": __version__,
+        "info": info,
+        "summary": summary,
+        "skipped_reasons": skip_counts(result.rows),
+        "plots": pngs,
+    }
+    (out / "report.json").write_text(json.dumps(json_ready(report), indent=2) + "\n")
+    (out / "report.md").write_text(to_markdown(result, summary, pngs))
+    columns = _csv_columns(result.rows)
+    with open(out / "items.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, columns, extrasaction="ignore")
+        w.writeheader()
+        for r in result.rows:
+            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+    (out / "index.html").write_text(to_html(result, summary, pngs, examples))
+    return [*REPORT_FILES, *pngs, *(p for ex in examples for _, p in ex["players"])]
