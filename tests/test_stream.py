@@ -15,7 +15,7 @@ import torch
 from conftest import make_signal
 
 from rvqkit import AudioError, Codec
-from rvqkit.stream import CodePacket, StreamError
+from rvqkit.stream import CodePacket, StreamEncoder, StreamError
 
 SR = 24000
 
@@ -203,3 +203,34 @@ def test_push_many_batches_streams_in_the_same_phase(codec24):
             assert ya.shape == yb.shape and (ya - yb).abs().max().item() <= 1e-5 if ya.numel() else True
     assert [e.frames_out for e in many] == [e.frames_out for e in solo]
     assert flips <= max(1, frames // 100)
+
+
+@pytest.mark.arith
+@pytest.mark.parametrize("chunk", [1, 160, 1111, 16000])
+def test_encoder_at_another_rate_equals_offline_encode(codec24, chunk):
+    """16 kHz audio pushed in chunks through the streaming resampler: the same model-rate samples as
+    one-shot resampling (soxr's stream equals its one-shot output), so the same codes as Codec.encode."""
+    from rvqkit.audio import resample, resampled_length
+
+    x = make_signal(16000 * 2 + 77, 1, 16000, seed=5)
+    offline = codec24.encode(x, 16000, bandwidth=6.0)
+    enc = StreamEncoder(codec24, 6.0, sample_rate=16000)
+    packets = [enc.push(x[:, i : i + chunk]) for i in range(0, x.shape[-1], chunk)]
+    packets.append(enc.flush())
+    codes = torch.cat([p.codes for p in packets], dim=-1)
+    assert enc.input_samples == x.shape[-1]
+    assert (
+        enc.samples_in == resampled_length(x.shape[-1], 16000, 24000) == resample(x, 16000, 24000).shape[-1]
+    )
+    assert enc.samples_in == int(offline.lengths[0])
+    assert torch.equal(codes, offline.codes)
+    enc.reset()  # a new signal: the resampler starts again too
+    again = torch.cat([enc.push(x).codes, enc.flush().codes], dim=-1)
+    assert torch.equal(again, offline.codes)
+
+
+def test_encoder_rate_is_checked(codec24):
+    with pytest.raises(AudioError, match="sample_rate"):
+        StreamEncoder(codec24, 6.0, sample_rate=100)
+    with pytest.raises(AudioError, match="sample_rate"):
+        StreamEncoder(codec24, 6.0, sample_rate=16000.0)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import soxr
 import torch
 
 from .errors import AudioError, CodesError, RvqkitError
@@ -73,19 +74,50 @@ def _as_batch(audio: np.ndarray | torch.Tensor, batch_size: int, channels: int) 
 
 
 class StreamEncoder:
-    """Audio in, codes out, chunk by chunk; ``flush()`` ends the signal. ``reset()`` starts a new one."""
+    """Audio in, codes out, chunk by chunk; ``flush()`` ends the signal. ``reset()`` starts a new one.
 
-    def __init__(self, codec: Codec, bandwidth: float, batch_size: int = 1) -> None:
+    Args:
+        codec: the model.
+        bandwidth: kbps.
+        batch_size: independent streams pushed together.
+        sample_rate: rate of the pushed audio in Hz (default: the model's). Another rate goes through
+            soxr's streaming resampler (one per stream, quality HQ as :meth:`Codec.encode` uses): the
+            codes equal ``Codec.encode`` of the whole signal at that rate. The resampler holds back a
+            few milliseconds of audio until more arrives (or until :meth:`flush`), which adds latency.
+            Chunks are ``[batch, channels, samples]`` with the model's channel count.
+    """
+
+    def __init__(
+        self, codec: Codec, bandwidth: float, batch_size: int = 1, sample_rate: int | None = None
+    ) -> None:
         self.codec = codec
         self.n_q = codec.n_q_for(bandwidth)
         self.batch_size = batch_size
         self.segmented = codec.config.segment_length is not None
+        from .audio import check_sample_rate
+
+        self.sample_rate = codec.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
         self.reset()
 
     def reset(self) -> None:
         """Forget everything: the next push is the start of a new signal."""
-        self.samples_in = 0  # samples pushed so far
+        self.samples_in = 0  # samples pushed so far, at the model's rate (after resampling)
+        self.input_samples = 0  # samples pushed so far at self.sample_rate
         self.frames_out = 0  # frames returned so far
+        self._resamplers = (
+            None
+            if self.sample_rate == self.codec.sample_rate
+            else [
+                soxr.ResampleStream(
+                    self.sample_rate,
+                    self.codec.sample_rate,
+                    self.codec.channels,
+                    dtype="float32",
+                    quality="HQ",
+                )
+                for _ in range(self.batch_size)
+            ]
+        )
         self.finished = False
         if self.segmented:
             self._buffer: torch.Tensor | None = None  # samples from self._seg_start on
@@ -103,9 +135,22 @@ class StreamEncoder:
         """Feed the next chunk (any number of samples, 0 included); return the frames now final."""
         if self.finished:
             raise StreamError("push after flush: call reset() to start a new signal")
-        x = _as_batch(audio, self.batch_size, self.codec.channels).to(self.codec.device)
+        x = self._resample(_as_batch(audio, self.batch_size, self.codec.channels), last=False)
+        x = x.to(self.codec.device)
         self.samples_in += x.shape[-1]
         return self._segments(x, final=False) if self.segmented else self._frames(x, final=False)
+
+    def _resample(self, x: torch.Tensor, last: bool) -> torch.Tensor:
+        """``x`` ``[batch, channels, n]`` at :attr:`sample_rate` → what the resamplers give at the model's rate."""
+        self.input_samples += x.shape[-1]
+        if self._resamplers is None:
+            return x
+        a = x.cpu().numpy()
+        out = [
+            np.asarray(r.resample_chunk(np.ascontiguousarray(a[b].T), last=last), dtype=np.float32)
+            for b, r in enumerate(self._resamplers)
+        ]  # [n_out, channels] each; every stream gets chunks of the same sizes, so the same n_out
+        return torch.from_numpy(np.ascontiguousarray(np.stack(out).transpose(0, 2, 1)))
 
     @torch.inference_mode()
     def flush(self, last: np.ndarray | torch.Tensor | None = None) -> CodePacket:
@@ -115,9 +160,10 @@ class StreamEncoder:
         if self.finished:
             raise StreamError("flush called twice: call reset() to start a new signal")
         if last is None:
-            x = torch.zeros(self.batch_size, self.codec.channels, 0, device=self.codec.device)
+            x = torch.zeros(self.batch_size, self.codec.channels, 0)
         else:
-            x = _as_batch(last, self.batch_size, self.codec.channels).to(self.codec.device)
+            x = _as_batch(last, self.batch_size, self.codec.channels)
+        x = self._resample(x, last=True).to(self.codec.device)
         self.samples_in += x.shape[-1]
         if self.samples_in == 0:
             raise AudioError("stream is empty (0 samples pushed)")
