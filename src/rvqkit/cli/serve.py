@@ -53,6 +53,14 @@ def serve(
             "(repeatable; '*' any). By default only the server's own page may.",
         ),
     ] = None,
+    max_json_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--max-json-mb",
+            help="Largest /v1/decode/json body, MiB (default: what --max-duration of codes needs). Parsing "
+            "holds Python's GIL, about 50 ms per MB: lower it to bound pauses for live streams.",
+        ),
+    ] = None,
     max_jobs: Annotated[
         int, typer.Option("--max-jobs", help="REST model requests admitted at once; more get 503.")
     ] = 4,
@@ -104,6 +112,7 @@ def serve(
         trusted_hosts=trusted_hosts_for(host, trusted_host or ()),
         allowed_origins=tuple(allow_origin or ()),
         max_jobs=max_jobs,
+        max_json_bytes=None if max_json_mb is None else int(max_json_mb * 1024 * 1024),
         max_job_samples=max_job_samples,
         job_piece_s=job_piece,
         max_stream_s=max_stream,
