@@ -343,3 +343,149 @@ def test_docs_example_runs(hf_24k, tmp_path):
     env["generated_ids"] = env["batch"].ids
     exec(compile(generated, str(doc), "exec"), env)
     assert env["audio"].shape[-1] == int(env["frame_lengths"][0]) * 320
+
+
+# -- token files: bounded reading and validation (issue 20) -------------------------------------------------
+def _token_file_source(model: str = "encodec_24khz", lengths=(3200, 1000)):
+    from rvqkit.config import PRESETS
+    from rvqkit.encoded import Encoded
+    from rvqkit.framing import frames_for_length, segment_count
+
+    cfg = PRESETS[model]
+    frames = [frames_for_length(cfg, n) for n in lengths]
+    scales = torch.rand(len(lengths), segment_count(cfg, max(lengths))) + 0.1 if cfg.normalize else None
+    return Encoded(
+        torch.randint(0, 1024, (len(lengths), 2, max(frames))),
+        scales,
+        torch.tensor(lengths),
+        torch.tensor(frames),
+        cfg.sampling_rate,
+        cfg.audio_channels,
+        cfg.bandwidth_for_n_q(2),
+        model,
+    )
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".json"])
+@pytest.mark.parametrize("layout", ["flatten", "delay"])
+def test_token_file_round_trip(tmp_path, suffix, layout):
+    from rvqkit.cli.tokens import load_tokens as cli_load_tokens  # the compatibility names
+    from rvqkit.tokens import read_tokens, save_tokens
+
+    enc = _token_file_source("encodec_48khz")
+    lay = TokenLayout(layout, 2, begin=True)
+    batch = lay.encode(enc)
+    path = tmp_path / f"t{suffix}"
+    save_tokens(path, lay, batch, enc)
+    f = read_tokens(path)
+    assert (
+        f.layout == lay
+        and torch.equal(f.ids, batch.ids)
+        and torch.equal(f.attention_mask, batch.attention_mask)
+    )
+    assert torch.equal(f.lengths, enc.lengths) and torch.equal(f.frame_lengths, enc.frame_lengths)
+    assert torch.allclose(f.scales, enc.scales) and f.source["model"] == "encodec_48khz"
+    codes, frames = f.layout.decode(f.ids, f.attention_mask)
+    assert torch.equal(frames, enc.frame_lengths) and torch.equal(codes, enc.codes * enc.mask()[:, None])
+    assert cli_load_tokens(path)[0] == lay
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # written atomically, nothing left
+
+
+def _npz_token_file(tmp_path, **change):
+    from rvqkit.tokens.files import FORMAT
+
+    enc = _token_file_source("encodec_48khz")
+    lay = TokenLayout("flatten", 2)
+    batch = lay.encode(enc)
+    meta = {"format": FORMAT, "version": 1, "layout": lay.settings(), "source": {"model": enc.model}}
+    arrays = {
+        "ids": batch.ids.numpy(),
+        "attention_mask": batch.attention_mask.numpy(),
+        "lengths": enc.lengths.numpy(),
+        "frame_lengths": enc.frame_lengths.numpy(),
+        "scales": enc.scales.numpy(),
+        "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    }
+    arrays |= change
+    path = tmp_path / "t.npz"
+    np.savez(path, **arrays)
+    return path, arrays
+
+
+@pytest.mark.parametrize(
+    "field, make, message",
+    [
+        ("ids", lambda a: a.astype(np.float32), "float32, which is not allowed"),
+        ("ids", lambda a: a.astype(np.complex64), "not allowed"),
+        ("ids", lambda a: a.astype(bool), "not allowed"),
+        ("attention_mask", lambda a: a.astype(np.float32), "not allowed"),
+        ("lengths", lambda a: a * 0, "positive"),
+        ("lengths", lambda a: a * 10**9, "allowed"),
+        ("scales", lambda a: np.where(a > 0, np.nan, a).astype(np.float32), "finite"),
+        ("scales", lambda a: -a, "finite and not negative"),
+        ("extra", lambda a: np.zeros(3), "unexpected member"),
+    ],
+)
+def test_malformed_npz_token_files_refused(tmp_path, field, make, message):
+    from rvqkit.tokens import read_tokens
+
+    _, arrays = _npz_token_file(tmp_path)
+    path, _ = _npz_token_file(tmp_path, **{field: make(arrays.get(field, np.zeros(1)))})
+    with pytest.raises(TokenError, match=message):
+        read_tokens(path)
+
+
+def test_malformed_json_token_files_refused(tmp_path, monkeypatch):
+    from rvqkit.tokens import files, read_tokens, save_tokens
+
+    enc = _token_file_source()
+    lay = TokenLayout("flatten", 2)
+    path = tmp_path / "t.json"
+    save_tokens(path, lay, lay.encode(enc), enc)
+    good = json.loads(path.read_text())
+
+    def refused(message, **change):
+        doc = json.loads(json.dumps(good)) | change
+        path.write_text(json.dumps(doc))
+        with pytest.raises(TokenError, match=message):
+            read_tokens(path)
+
+    items = good["items"]
+    refused("integers", items=[[*items[0][:-1], items[0][-1] + 0.5], items[1]])  # fractional id
+    refused("integers", items=[[True, *items[0][1:]], items[1]])
+    refused("integers", items=[[2**70, *items[0][1:]], items[1]])
+    refused("integers", items=[["7", *items[0][1:]], items[1]])
+    refused("must be", items=list(range(10)))  # a flat list where a list of lists is expected
+    refused("lengths", lengths=[3200.5, 1000])
+    refused("allowed", lengths=[10**12, 1000])
+    refused("layout n_q", layout=good["layout"] | {"n_q": 10**9})
+    refused("codebook_size", layout=good["layout"] | {"codebook_size": 2**40})
+    refused("finite", scales=[[float("nan")], [1.0]])
+    path.write_text("[" * 100_000)
+    with pytest.raises(TokenError, match="not a readable token file"):
+        read_tokens(path)
+    monkeypatch.setattr(files, "MAX_JSON_BYTES", 100)
+    path.write_text(json.dumps(good))
+    with pytest.raises(TokenError, match="use .npz"):
+        read_tokens(path)
+
+
+def test_detokenize_refuses_huge_lengths_and_unknown_models_fast(tmp_path):
+    """A 48 kHz token file declaring 10**12 samples, and one naming a model that is not a preset, fail
+    with one line before any weights are looked up."""
+    import time
+
+    path, arrays = _npz_token_file(tmp_path)
+    huge, _ = _npz_token_file(tmp_path, lengths=np.array([10**12, 1000]))
+    t = time.perf_counter()
+    res = run_cli("detokenize", huge, tmp_path / "o.wav")
+    assert res.returncode == 1 and "allowed" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    from rvqkit.tokens.files import FORMAT
+
+    meta = {"format": FORMAT, "version": 1, "layout": TokenLayout("flatten", 2).settings()}
+    meta["source"] = {"model": "attacker/weights"}
+    np.savez(path, **(arrays | {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}))
+    res = run_cli("detokenize", path, tmp_path / "o.wav")
+    assert res.returncode == 1 and "not a known preset" in res.stderr and "--model" in res.stderr
+    assert not (tmp_path / "o.wav").exists()
+    assert time.perf_counter() - t < 120  # two CLI starts; nothing is downloaded or decoded

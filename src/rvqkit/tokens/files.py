@@ -304,6 +304,10 @@ def _read_npz(p: Path, max_samples: int | None) -> TokenFile:
 def _int_array(value: object, what: str, name: str) -> np.ndarray:
     """A JSON list of integers (nested lists of one length) as an int64 array; floats, bools, strings
     and ragged lists are refused."""
+    rows = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+    for row in rows:  # numpy would take true/false as 1/0: every leaf must be a JSON integer
+        if not isinstance(row, list) or any(type(v) is not int for v in row):
+            raise TokenError(f"{what}: {name} must be (lists of) integers")
     try:
         a = np.asarray(value)
     except (ValueError, OverflowError) as e:
