@@ -158,24 +158,31 @@ def _multipart(data: bytes, name: str = "x.wav") -> tuple[bytes, str]:
 def post(
     server: ServerProcess, path: str, data: bytes, *, json_body: bool = False, headers=None, timeout=60.0
 ):
-    """(status, JSON or None, headers) of a POST of ``data`` as a file upload (or as a JSON body)."""
+    """(status, JSON or None, lower-case headers) of a POST of ``data`` as a file upload (or as a JSON
+    body). A server that answers before the body is all sent (413 from Content-Length) and closes is read
+    all the same."""
+    import contextlib
+    import http.client
     import json
-    import urllib.error
-    import urllib.request
 
     body, ctype = (data, "application/json") if json_body else _multipart(data)
-    req = urllib.request.Request(
-        server.url + path, data=body, method="POST", headers={"content-type": ctype, **(headers or {})}
-    )
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, None, {k.lower(): v for k, v in r.headers.items()}
-    except urllib.error.HTTPError as e:
-        raw = e.read()
+        conn.putrequest("POST", path)
+        for k, v in {"content-type": ctype, "content-length": str(len(body)), **(headers or {})}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.send(body)  # an early answer leaves the rest unsent; it is read below
+        r = conn.getresponse()
+        raw = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
         try:
-            return e.code, json.loads(raw), {k.lower(): v for k, v in e.headers.items()}
+            return r.status, json.loads(raw), hdrs
         except ValueError:
-            return e.code, None, {k.lower(): v for k, v in e.headers.items()}
+            return r.status, None, hdrs
+    finally:
+        conn.close()
 
 
 def socket_error(ws, limit_s: float = 30.0) -> dict:

@@ -57,7 +57,7 @@ def serve(
         float | None,
         typer.Option(
             "--max-json-mb",
-            help="Largest /v1/decode/json body, MiB (default: what --max-duration of codes needs). Parsing "
+            help="Largest /v1/decode/json body, MiB (default: what --max-duration of codes needs, at most 2). Parsing "
             "holds Python's GIL, about 50 ms per MB: lower it to bound pauses for live streams.",
         ),
     ] = None,

@@ -5,6 +5,7 @@ threads, never on the event loop."""
 from __future__ import annotations
 
 import numpy as np
+import pydantic_core
 import torch
 from pydantic import Field, ValidationError, create_model
 
@@ -58,13 +59,23 @@ def json_model(codec: Codec, settings: ServerSettings) -> type[EncodedJSON]:
 
 
 def parse_json(raw: bytes, model: type[EncodedJSON]) -> EncodedJSON:
-    """Validate a JSON body; a mismatch is :class:`JSONBodyError` naming at most 5 problems."""
+    """Validate a JSON body; a mismatch is :class:`JSONBodyError` naming at most 5 problems.
+
+    The JSON is parsed first and validated as Python objects: pydantic's own JSON mode would copy the
+    whole input into each "field required" error (a 2 MB body then cost 10x its parse), while here the
+    errors only point at objects that exist already."""
     try:
-        return model.model_validate_json(raw)
+        obj = pydantic_core.from_json(raw)
+    except ValueError as e:
+        raise JSONBodyError(f"body: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise JSONBodyError("body: a JSON object is expected")
+    try:
+        return model.model_validate(obj)
     except ValidationError as e:
         parts = [
             f"{'.'.join(str(p) for p in x.get('loc', ())) or 'body'}: {x.get('msg', 'invalid')}"
-            for x in e.errors(include_url=False)[:5]
+            for x in e.errors(include_url=False, include_input=False)[:5]
         ]
         raise JSONBodyError("; ".join(parts) or "invalid request") from None
 

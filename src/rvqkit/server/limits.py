@@ -10,6 +10,7 @@ from ..errors import BandwidthError, RvqkitError
 
 MAX_CODEBOOKS = 32  # the most codebooks any EnCodec model has (24 kbps at 24 kHz)
 CHARS_PER_CODE = 5  # a JSON code: up to 4 digits and a comma
+DEFAULT_MAX_JSON_BYTES = 2 * 1024 * 1024  # JSON parsing holds the GIL: this bounds the pause it causes
 
 
 class LimitError(RvqkitError):
@@ -46,7 +47,9 @@ class ServerSettings:
         batching: run the pending steps of all streams as one batched model call (when the streaming
             engine offers it) instead of one call per stream.
         max_json_bytes: largest ``/v1/decode/json`` body, bytes; None: what ``max_duration_s`` of codes
-            needs at the model's most codebooks (5 bytes a code, plus 64 KiB).
+            needs at the model's most codebooks (5 bytes a code, plus 64 KiB), at most 2 MiB. Parsing
+            holds Python's GIL (about 50-200 ms a MB on a busy 2-core machine), pausing live streams, so
+            the default stays small; larger codes go to ``/v1/decode`` as ``.npz``.
         max_job_samples: the most model work one REST request may ask for, in samples at the model's
             rate (audio after resampling for encode and compress, the output for decode and decompress);
             None: ``max_duration_s`` at the model's rate. Checked from headers before any work.
@@ -119,7 +122,7 @@ class ServerSettings:
         if self.max_json_bytes is not None:
             return self.max_json_bytes
         frames = math.ceil(self.max_duration_s * frame_rate) + 1
-        return MAX_CODEBOOKS * frames * CHARS_PER_CODE + 64 * 1024
+        return min(MAX_CODEBOOKS * frames * CHARS_PER_CODE + 64 * 1024, DEFAULT_MAX_JSON_BYTES)
 
     def check_duration(self, samples: int, sample_rate: int) -> None:
         """Raise :class:`LimitError` if ``samples`` at ``sample_rate`` Hz is longer than allowed."""
