@@ -82,8 +82,9 @@ class StreamEncoder:
         batch_size: independent streams pushed together.
         sample_rate: rate of the pushed audio in Hz (default: the model's). Another rate goes through
             soxr's streaming resampler (one per stream, quality HQ as :meth:`Codec.encode` uses): the
-            codes equal ``Codec.encode`` of the whole signal at that rate. The resampler holds back a
-            few milliseconds of audio until more arrives (or until :meth:`flush`), which adds latency.
+            codes equal ``Codec.encode`` of the whole signal at that rate. The resampler holds back
+            audio until more arrives (or until :meth:`flush`): up to about 30 ms at 16 kHz in 10 ms
+            chunks (its output comes in bursts), which adds to the latency.
             Chunks are ``[batch, channels, samples]`` with the model's channel count.
     """
 
