@@ -318,6 +318,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
 
 
+def _label_order(pair: tuple[str, Any]) -> tuple:
+    """rvqkit first, then each baseline codec; by bitrate ("<codec> <kbps> kbps ...")."""
+    codec, kbps = (pair[0].split() + ["", ""])[:2]
+    try:
+        rate = float(kbps)
+    except ValueError:
+        rate = math.inf
+    return (codec != "rvqkit", codec, rate)
+
+
 def write_examples(result: EvalResult, folder: Path) -> list[dict[str, Any]]:
     """WAV files of the kept examples under ``folder``; returns (item, [(label, file)]) for the page."""
     from ..audio import write_audio
@@ -327,7 +337,10 @@ def write_examples(result: EvalResult, folder: Path) -> list[dict[str, Any]]:
     out = []
     for n, ex in enumerate(result.examples):
         players = []
-        for label, audio in [("original", ex.original), *sorted(ex.reconstructions.items())]:
+        for label, audio in [
+            ("original", ex.original),
+            *sorted(ex.reconstructions.items(), key=_label_order),
+        ]:
             name = f"{n:02d}_{_slug(label)}.wav"
             write_audio(folder / name, np.asarray(audio), sr, overwrite=True)
             players.append((label, f"audio/{name}"))

@@ -31,6 +31,7 @@ from ..corpus.sources import AUDIO_SUFFIXES, Source, open_source
 from ..encoded import Encoded
 from ..errors import RvqkitError
 from ..inspector import codebook_usage
+from ..lm import torch_threads
 from ..tokens.patterns import TokenLayout
 from . import baselines as bl
 from . import metrics as M
@@ -264,7 +265,8 @@ def run_eval(
         got = load_item(i, payload, spec)
         return it.id, got.audio, None if got.reason is None else f"{got.reason}: {got.message}"
 
-    try:
+    def _loop() -> None:
+        nonlocal model_s, n_encoded
         for start in range(0, len(listed), ITEM_BATCH):
             batch = []
             for i in range(start, min(start + ITEM_BATCH, len(listed))):
@@ -352,6 +354,13 @@ def run_eval(
                         advance(len(served))
 
                     submit(_score_job, (audio, est, sr, runnable, max_lag), got_scores)
+
+    # the model's threads and the workers share the cores: more threads than cores makes torch's
+    # thread pool spin against the workers (measured on 2 busy cores: a 10 s encode took 40 s with 2
+    # threads beside other work, 3.7 s with 1)
+    try:
+        with torch_threads(model_threads(workers)):
+            _loop()
         collect(True, 0)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -399,6 +408,14 @@ def run_eval(
         "timing": {"total_s": time.perf_counter() - t_start, "model_s": model_s, "workers": workers},
     }
     return EvalResult(rows, info, kept)
+
+
+def model_threads(workers: int) -> int | None:
+    """Torch threads of the model while ``workers`` metric processes run (None: unchanged): the cores
+    left to it, at least 1, never more than torch's current count."""
+    if workers <= 0:
+        return None
+    return min(max(1, (os.cpu_count() or 2) - workers), torch.get_num_threads())
 
 
 def codebook_usage_counts(counts: torch.Tensor) -> dict[str, float]:
