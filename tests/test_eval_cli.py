@@ -206,7 +206,9 @@ def test_python_api_in_process(codec24):
     assert row["si_sdr_median"] == pytest.approx(np.median(values))
     assert row["si_sdr_p10"] == pytest.approx(np.percentile(values, 10))
     assert df.attrs["eval"]["baselines"]["missing"] == {"all": "baselines turned off"}
-    with pytest.raises(EvalError, match=r"n_q must be codebook counts in \[1, 4\], got \[40\]"):
+    with pytest.raises(
+        EvalError, match=r"n_q must be codebook counts in \[1, 4\] \(the top bandwidth.s\), got \[40\]"
+    ):
         evaluate(codec24, {"a": (x, SR)}, bandwidths=[3.0], n_q=[1, 40], workers=0)
 
 
