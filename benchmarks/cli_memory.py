@@ -4,8 +4,8 @@ with the input's length (target: 24 h through any command under 1.5 GB).
     python benchmarks/cli_memory.py --hours 24            # the target (about a day of CPU time)
     python benchmarks/cli_memory.py --hours 0.1,0.3       # two sizes: prints the per-hour slope
 
-The model is a random-weight ``encodec_24khz`` (the same architecture and sizes as the real one; weights
-cannot be downloaded here). The input is a FLAC at 24 kHz mono, silence or noise (``--signal``), written
+The model is ``random-24khz`` by default (rvqkit's random-weight ``encodec_24khz``: the real
+architecture and sizes; ``--model`` takes real weights). Commands run on ``--device`` (default cpu). The input is a FLAC at 24 kHz mono, silence or noise (``--signal``), written
 block by block. Each command runs in a fresh process; its peak RSS is read with ``getrusage`` from a
 wrapper process whose only child it is. ``inspect`` looks at its first ``--seconds`` (60 by default), so
 its memory is bounded by that, not by the file.
@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import build_meta, cpu_model, save_meta  # noqa: E402
+from bench_models import cpu_model  # noqa: E402
 
 SR = 24000
 COMMANDS = ("compress", "decompress", "encode", "decode", "roundtrip", "tokens", "inspect")
@@ -59,10 +59,12 @@ def peak(args: list[str]) -> tuple[float, float]:
     return float(rss), float(seconds)
 
 
-def run_size(folder: Path, model: Path, hours: float, signal: str, bandwidth: str, commands) -> dict:
+def run_size(
+    folder: Path, model: str, device: str, hours: float, signal: str, bandwidth: str, commands
+) -> dict:
     audio = folder / f"in-{hours:g}h.flac"
     write_input(audio, hours, signal)
-    m = ["-m", str(model)]
+    m = ["-m", model, "--device", device]
     jobs = {
         "compress": ["compress", audio, folder / "a.ecdc", *m, "-b", bandwidth, "--overwrite"],
         "decompress": ["decompress", folder / "a.ecdc", folder / "a.wav", *m, "--overwrite"],
@@ -86,6 +88,8 @@ def main() -> None:
     ap.add_argument("--hours", default="24", help="comma-separated input lengths in hours (e.g. 0.1,0.3)")
     ap.add_argument("--signal", choices=("silence", "noise"), default="silence")
     ap.add_argument("--bandwidth", default="6", help="kbps")
+    ap.add_argument("--model", default="random-24khz", help="a 24 kHz model (default: random weights)")
+    ap.add_argument("--device", default="cpu", help="torch device of every command")
     ap.add_argument("--commands", default=",".join(COMMANDS), help=f"comma-separated: {', '.join(COMMANDS)}")
     args = ap.parse_args()
     hours = [float(h) for h in args.hours.split(",")]
@@ -97,12 +101,16 @@ def main() -> None:
         and "encode" not in commands
     ):
         raise SystemExit("decompress needs compress (and decode needs encode) in --commands")
-    print(f"CPU: {cpu_model()}; {args.signal}, 24 kHz mono FLAC, {args.bandwidth} kbps")
+    print(
+        f"CPU: {cpu_model()}; {args.model} on {args.device}; {args.signal}, 24 kHz mono FLAC, {args.bandwidth} kbps"
+    )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model = save_meta(build_meta("24"), folder, "24")
-        results = {h: run_size(folder, model, h, args.signal, args.bandwidth, commands) for h in hours}
+        results = {
+            h: run_size(folder, args.model, args.device, h, args.signal, args.bandwidth, commands)
+            for h in hours
+        }
     print(
         f"\n{'command':>10} "
         + " ".join(f"{h:>9g} h" for h in hours)

@@ -132,7 +132,7 @@ def decompress(
         try:
             fo = open(Path(data), "rb")  # noqa: SIM115 - closed below
         except OSError as e:
-            raise BitstreamError(f"cannot open {data}: {e}") from None
+            raise BitstreamError(f"cannot open {data}: {e}") from e
     else:
         fo = data
     try:

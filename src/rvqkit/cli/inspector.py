@@ -36,8 +36,8 @@ def parse_ks(text: str | None) -> list[int] | None:
         return None
     try:
         return [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise RvqkitError(f"--k takes comma-separated codebook counts like 1,2,4; got {text!r}") from None
+    except ValueError as e:
+        raise RvqkitError(f"--k takes comma-separated codebook counts like 1,2,4; got {text!r}") from e
 
 
 def print_report(report: dict, plots: list[str], folder: Path | None) -> None:
