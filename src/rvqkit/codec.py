@@ -17,6 +17,7 @@ from .encoded import Encoded, check_fields
 from .errors import AudioError, BandwidthError, CodesError, RvqkitError
 from .framing import frames_for_length, segment_bounds
 from .model import EncodecModel
+from .precision import Precision, check_precision, model_call
 from .quant.rvq import LayerStep
 from .weights import build_model, load_weights
 
@@ -35,11 +36,18 @@ class Codec:
     """
 
     def __init__(
-        self, model: EncodecModel, device: str | torch.device = "cpu", weights_sha256: str | None = None
+        self,
+        model: EncodecModel,
+        device: str | torch.device = "cpu",
+        weights_sha256: str | None = None,
+        precision: Precision = "fp32",
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.weights_sha256 = weights_sha256
+        #: float precision of every model call: "fp32" (exact, TF32 off), "tf32" or "bf16"; see
+        #: :mod:`rvqkit.precision`. Set around each call; the process-wide setting is never changed.
+        self.precision: Precision = check_precision(precision)
 
     @classmethod
     def from_pretrained(
@@ -47,10 +55,13 @@ class Codec:
         name_or_path: str | os.PathLike[str],
         device: str | torch.device = "cpu",
         revision: str | None = None,
+        precision: Precision = "fp32",
     ) -> Codec:
-        """Load from a hub id (``facebook/encodec_24khz``), a Hugging Face folder or Meta ``.th`` file."""
+        """Load from a hub id (``facebook/encodec_24khz``), a Hugging Face folder or Meta ``.th`` file.
+
+        ``precision`` is the float precision of the model calls (see :mod:`rvqkit.precision`)."""
         w = load_weights(name_or_path, revision=revision)
-        return cls(build_model(w.config, w.state_dict), device, w.sha256)
+        return cls(build_model(w.config, w.state_dict), device, w.sha256, precision)
 
     # -- facts -------------------------------------------------------------------------------------------
     @property
@@ -155,7 +166,7 @@ class Codec:
         return self.config.n_q_for_bandwidth(bandwidth)
 
     # -- encode / decode -----------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @model_call
     def encode(
         self,
         audio: AudioInput,
@@ -253,7 +264,7 @@ class Codec:
             )
         check_fields(encoded, self.config)
 
-    @torch.inference_mode()
+    @model_call
     def decode(self, encoded: Encoded, n_q: int | None = None) -> torch.Tensor:
         """Audio ``[batch, channels, samples]`` (float32, model rate) from codes, each item trimmed to its
         original length and zero-padded to the longest. ``n_q`` < encoded count decodes the first n_q
@@ -306,7 +317,7 @@ class Codec:
         return out  # type: ignore[return-value]
 
     # -- the step-by-step path ---------------------------------------------------------------------------
-    @torch.inference_mode()
+    @model_call
     def embed(self, audio: AudioInput, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Continuous encoder embeddings ``[batch, 128, frames]`` of equal-length items, and the per-segment
         scales ``[batch, segments]`` (48 kHz; segments' embeddings are concatenated along frames)."""
@@ -321,7 +332,7 @@ class Codec:
             scales.append(s)
         return torch.cat(embs, dim=-1), (torch.cat(scales, dim=1) if self.config.normalize else None)  # type: ignore[arg-type]
 
-    @torch.inference_mode()
+    @model_call
     def quantize(self, embeddings: torch.Tensor, n_q: int | None = None) -> list[LayerStep]:
         """Residual quantization layer by layer: each layer's indices ``[batch, frames]`` and the residual
         ``[batch, 128, frames]`` left after it. ``n_q`` defaults to all codebooks."""
@@ -330,12 +341,12 @@ class Codec:
             raise BandwidthError(f"n_q must be between 1 and {self.num_codebooks}, got {n_q}")
         return self.model.quantizer.steps(embeddings.to(self.device), n_q)
 
-    @torch.inference_mode()
+    @model_call
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Embeddings ``[batch, 128, frames]`` from codes ``[batch, n_q, frames]`` (sum of codebook entries)."""
         return self.model.quantizer.decode(codes.to(self.device))
 
-    @torch.inference_mode()
+    @model_call
     def synthesize(self, embeddings: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder output ``[batch, channels, frames * 320]`` for embeddings of one segment (the whole
         signal at 24 kHz), multiplied by ``scale`` ``[batch, 1]`` when given."""

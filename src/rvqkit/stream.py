@@ -28,6 +28,7 @@ import torch
 from .errors import AudioError, CodesError, RvqkitError
 from .framing import overlap_weight
 from .nn.streaming import split_state, stack_states, state_signature
+from .precision import model_call, precision_scope
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -131,7 +132,7 @@ class StreamEncoder:
         """Samples pushed so far (the signal's length once flushed)."""
         return self.samples_in
 
-    @torch.inference_mode()
+    @model_call
     def push(self, audio: np.ndarray | torch.Tensor) -> CodePacket:
         """Feed the next chunk (any number of samples, 0 included); return the frames now final."""
         if self.finished:
@@ -153,7 +154,7 @@ class StreamEncoder:
         ]  # [n_out, channels] each; every stream gets chunks of the same sizes, so the same n_out
         return torch.from_numpy(np.ascontiguousarray(np.stack(out).transpose(0, 2, 1)))
 
-    @torch.inference_mode()
+    @model_call
     def flush(self, last: np.ndarray | torch.Tensor | None = None) -> CodePacket:
         """End of signal: take the optional ``last`` chunk, pad the end exactly as offline encoding does
         and return the remaining frames. (Giving the last chunk here rather than to ``push`` lets the
@@ -253,7 +254,7 @@ class StreamDecoder:
         self.samples_out += audio.shape[-1]
         return audio.cpu()
 
-    @torch.inference_mode()
+    @model_call
     def push(self, packet: CodePacket | torch.Tensor) -> torch.Tensor:
         """Decode the next codes (a packet, or a codes tensor for 24 kHz); return audio now final."""
         if self.finished:
@@ -304,7 +305,7 @@ class StreamDecoder:
         self._taken += n
         return out
 
-    @torch.inference_mode()
+    @model_call
     def flush(self, length: int | None = None) -> torch.Tensor:
         """End of codes: return the remaining audio (trimmed to ``length`` samples if given here or before)."""
         if self.finished:
@@ -354,8 +355,9 @@ def push_many(encoders: list[StreamEncoder], chunks: list[np.ndarray | torch.Ten
         sizes = [encoders[i].batch_size for i in idx]
         state = stack_states([encoders[i]._state for i in idx])
         x = torch.cat([xs[i] for i in idx], dim=0).to(first.codec.device)
-        emb = first.codec.model.encoder.step(x, state, final=False)
-        codes = first.codec.model.quantizer.encode(emb, first.n_q) if emb.shape[-1] else None
+        with precision_scope(first.codec.precision, first.codec.device):
+            emb = first.codec.model.encoder.step(x, state, final=False)
+            codes = first.codec.model.quantizer.encode(emb, first.n_q) if emb.shape[-1] else None
         for j, (i, st) in enumerate(zip(idx, split_state(state, sizes), strict=True)):
             enc = encoders[i]
             enc._state = st
@@ -391,7 +393,10 @@ def decode_many(
         sizes = [decoders[i].batch_size for i in idx]
         state = stack_states([decoders[i]._state for i in idx])
         codes = torch.cat([pk[i].codes for i in idx], dim=0).to(first.codec.device)
-        audio = first.codec.model.decoder.step(first.codec.model.quantizer.decode(codes), state, final=False)
+        with precision_scope(first.codec.precision, first.codec.device):
+            audio = first.codec.model.decoder.step(
+                first.codec.model.quantizer.decode(codes), state, final=False
+            )
         for j, (i, st) in enumerate(zip(idx, split_state(state, sizes), strict=True)):
             decoders[i]._state = st
             results[i] = decoders[i]._emit(audio[sum(sizes[:j]) : sum(sizes[: j + 1])])
