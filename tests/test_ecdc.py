@@ -553,11 +553,11 @@ def test_cli_compress_failing_mid_write_keeps_the_old_file(meta_24k, tmp_path, m
     out = tmp_path / "out.ecdc"
     out.write_bytes(b"previous")
 
-    def failing(f, encoded, lm=None):
+    def failing(f, *args, **kwargs):  # compress writes block by block through compress_file
         f.write(b"ECDC half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(rvqkit.bitstream, "write_ecdc", failing)
+    monkeypatch.setattr(rvqkit.bitstream, "compress_file", failing)
     args = ["compress", str(wav), str(out), "-b", "6", "--model", str(meta_24k[1]), "--overwrite"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code != 0 and "disk full" in r.output and "Traceback" not in r.output
