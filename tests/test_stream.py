@@ -234,3 +234,10 @@ def test_encoder_rate_is_checked(codec24):
         StreamEncoder(codec24, 6.0, sample_rate=100)
     with pytest.raises(AudioError, match="sample_rate"):
         StreamEncoder(codec24, 6.0, sample_rate=16000.0)  # type: ignore[arg-type]
+
+
+def test_codec_stream_encoder_takes_the_input_rate(codec24):
+    x = make_signal(16000, 1, 16000, seed=6)
+    enc = codec24.stream_encoder(6.0, sample_rate=16000)
+    codes = torch.cat([enc.push(x).codes, enc.flush().codes], dim=-1)
+    assert torch.equal(codes, codec24.encode(x, 16000, bandwidth=6.0).codes)

@@ -360,11 +360,16 @@ class Codec:
 
         return streaming(self, batch_size, bandwidth)
 
-    def stream_encoder(self, bandwidth: float = DEFAULT_BANDWIDTH, batch_size: int = 1):
-        """A :class:`~rvqkit.stream.StreamEncoder`: push audio chunks, get codes as frames become final."""
+    def stream_encoder(
+        self, bandwidth: float = DEFAULT_BANDWIDTH, batch_size: int = 1, sample_rate: int | None = None
+    ):
+        """A :class:`~rvqkit.stream.StreamEncoder`: push audio chunks, get codes as frames become final.
+
+        ``sample_rate`` (Hz) is the rate of the chunks pushed; other rates than the model's are resampled
+        as a stream (default: the model's rate)."""
         from .stream import StreamEncoder
 
-        return StreamEncoder(self, bandwidth, batch_size)
+        return StreamEncoder(self, bandwidth, batch_size, sample_rate=sample_rate)
 
     def stream_decoder(self, batch_size: int = 1, length: int | None = None):
         """A :class:`~rvqkit.stream.StreamDecoder`: push codes, get audio as it becomes final."""
