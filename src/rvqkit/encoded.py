@@ -214,8 +214,6 @@ class Encoded:
             error=CodesError,
         ) as z:
             m = z.members
-            if m["meta"].dtype.itemsize != 1 or len(m["meta"].shape) != 1:
-                raise z.fail("member 'meta' must be 1-D uint8 bytes")
             codes_shape = m["codes"].shape
             if len(codes_shape) != 3:
                 raise z.fail(f"codes must be [batch, n_q, frames], got {codes_shape}")
@@ -230,7 +228,7 @@ class Encoded:
             if "scales" in m and (len(m["scales"].shape) != 2 or m["scales"].shape[0] != batch):
                 raise z.fail(f"scales has shape {m['scales'].shape}, expected ({batch}, segments)")
             z.check_sizes({"meta": MAX_META, "lengths": MAX_ITEMS, "frame_lengths": MAX_ITEMS})
-            meta = _read_meta(z.read("meta"), z)
+            meta = _read_meta(z)
             if meta["n_q"] != n_q:
                 raise z.fail(f"corrupt codes file (n_q {meta['n_q']} vs codes {n_q})")
             lengths = z.read("lengths")
@@ -281,12 +279,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODEL_NAME = re.compile(r"[\w.\-/]{1,200}")
 
 
-def _read_meta(raw: np.ndarray, z: NpzReader) -> dict[str, Any]:
+def _read_meta(z: NpzReader) -> dict[str, Any]:
     """The codes file's JSON meta, every field type- and range-checked."""
-    try:
-        meta = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise z.fail(f"corrupt codes file (meta is not JSON: {e})") from None
+    meta = z.read_json("meta", "corrupt codes file: meta is not JSON")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise z.fail("not an rvqkit codes file")
     if meta.get("version") != FORMAT_VERSION:

@@ -13,11 +13,13 @@ header declares (never more than the zip entry's ``file_size``), and only after
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -191,6 +193,17 @@ class NpzReader:
             m = self.members.get(name)
             if m is not None and m.size > limit:
                 raise self.fail(f"member {name!r} holds {m.size} values, more than the {limit} allowed")
+
+    def read_json(self, name: str, what: str) -> Any:
+        """The member ``name`` (1-D uint8 bytes of UTF-8 JSON) parsed; ``what`` is the error message when it
+        is not JSON (the parser's reason follows in parentheses)."""
+        m = self.members[name]
+        if m.dtype.itemsize != 1 or len(m.shape) != 1:
+            raise self.fail(f"member {name!r} must be 1-D uint8 bytes")
+        try:
+            return json.loads(self.read(name).tobytes().decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise self.fail(f"{what} ({e})") from None
 
     def read(self, name: str) -> np.ndarray:
         """The member's array (native byte order), reading exactly the bytes its header declared."""

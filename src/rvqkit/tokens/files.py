@@ -263,13 +263,8 @@ def _read_npz(p: Path, max_samples: int | None) -> TokenFile:
         error=TokenError,
     ) as z:
         m = z.members
-        if m["meta"].dtype.itemsize != 1 or len(m["meta"].shape) != 1:
-            raise z.fail("member 'meta' must be 1-D uint8 bytes")
         z.check_sizes({"meta": MAX_META, "lengths": MAX_ITEMS, "frame_lengths": MAX_ITEMS})
-        try:
-            meta = json.loads(z.read("meta").tobytes().decode())
-        except (UnicodeDecodeError, ValueError) as e:
-            raise z.fail(f"meta is not JSON ({e})") from None
+        meta = z.read_json("meta", "meta is not JSON")
         layout, source = _check_meta(meta, what)
         shape = m["ids"].shape
         if not _ids_shape_ok(layout, shape):
