@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import soundfile as sf
+import torch
 from conftest import make_signal
 
 RATES = (16000, 24000, 44100, 22050)
@@ -55,3 +57,14 @@ def read_output(out: Path) -> pa.Table:
     """All rows of a corpus output, sorted by source index."""
     table = pq.read_table(sorted((out / "data").glob("*.parquet")))
     return table.sort_by("index")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for these many small model calls: much faster on a busy machine, and the same
+    numerics in every run compared here (in this process and in the CLI's --threads 1). Autouse in each
+    corpus test module that imports it."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -19,23 +19,13 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import make_signal
-from corpus_helpers import read_output, write_bad_items, write_clips
+from corpus_helpers import one_thread, read_output, write_bad_items, write_clips  # noqa: F401 (one_thread: autouse fixture)
 
 from rvqkit import AudioError, Codec
 from rvqkit.corpus import CorpusError, decode_corpus, encode_corpus, encode_dataset, open_source
 from rvqkit.corpus.encoding import CPU_LSTM_BATCH, plan_batches
 
 pytest.importorskip("pyarrow")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread for these many small model calls: much faster on a busy machine, and the same
-    numerics in every run compared here (in this process and in the CLI's --threads 1)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from conftest import make_signal
-from corpus_helpers import read_output, write_clips
+from corpus_helpers import one_thread, read_output, write_clips  # noqa: F401 (one_thread: autouse fixture)
 
 from rvqkit import Codec
 from rvqkit.corpus import CorpusError, decode_corpus, encode_corpus
@@ -28,14 +27,6 @@ from rvqkit.corpus.shards import OutputDir, ShardLayout
 
 pytest.importorskip("pyarrow")
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

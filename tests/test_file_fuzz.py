@@ -234,6 +234,12 @@ def codes_files(draw) -> bytes:
         arrays["scales"] = rng.uniform(0.1, 2.0, (batch, nseg)).astype(np.float32)
         if edit == "scales":
             arrays["scales"].flat[0] = draw(st.sampled_from([0.0, -1.0, np.nan, np.inf]))
+    return _edited_npz(arrays, edit, draw)
+
+
+def _edited_npz(arrays: dict[str, np.ndarray], edit: str, draw) -> bytes:
+    """The ``.npz`` bytes of ``arrays`` after the file-level ``edit`` (a member dropped or added, an npy
+    header's shape changed, bytes mutated), for the codes and the token files alike."""
     if edit == "drop":
         del arrays[draw(st.sampled_from(sorted(arrays)))]
     if edit == "extra":
@@ -317,16 +323,7 @@ def token_npz_files(draw) -> bytes:
     if edit == "source":
         meta["source"][draw(st.sampled_from(["model", "sample_rate"]))] = draw(JSONISH)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    if edit == "drop":
-        del arrays[draw(st.sampled_from(sorted(arrays)))]
-    if edit == "extra":
-        arrays["extra"] = np.zeros(draw(st.integers(0, 4096)), dtype=np.uint8)
-    data = _savez(arrays, compressed=draw(st.booleans()))
-    if edit == "shape":
-        data = _npy_shape_edit(data, draw(SHAPE_EDIT))
-    if edit == "bytes":
-        data = mutate(data, draw(_mutations()))
-    return data
+    return _edited_npz(arrays, edit, draw)
 
 
 @st.composite
