@@ -230,10 +230,16 @@ def load_codec(model: str, device: str):
         err.print(f"[bold yellow]{RANDOM_WARNING.upper()}[/] ({escape(model)}: for trying rvqkit out)")
     with err.status(f"Loading {escape(model)} ..."):
         codec = Codec.from_pretrained(model, device=device)
-    n = torch_threads()
-    threads = f", {n} CPU thread{'s' * (n != 1)}" if codec.device.type == "cpu" else ""
-    err.print(f"[dim]device {codec.device} ({why}){threads}[/]", highlight=False)
+    announce_device(str(codec.device), why)
     return codec
+
+
+def announce_device(device: str, why: str) -> None:
+    """One dim line on stderr: the device the model runs on, how it was chosen (``why``, from
+    :func:`rvqkit.runtime.resolve_device`) and, on CPU, torch's thread count."""
+    n = torch_threads()
+    threads = f", {n} CPU thread{'s' * (n != 1)}" if device.split(":")[0] == "cpu" else ""
+    err.print(f"[dim]device {escape(device)} ({escape(why)}){threads}[/]", highlight=False)
 
 
 def torch_threads() -> int:

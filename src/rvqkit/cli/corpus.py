@@ -17,7 +17,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import RvqkitError
-from . import DEFAULT_MODEL, BandwidthOpt, DeviceOpt, ModelOpt, OverwriteOpt, app, err, user_errors
+from . import (
+    DEFAULT_DEVICE,
+    DEFAULT_MODEL,
+    BandwidthOpt,
+    DeviceOpt,
+    ModelOpt,
+    OverwriteOpt,
+    ThreadsOpt,
+    announce_device,
+    app,
+    err,
+    load_codec,
+    threads_option,
+    user_errors,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +88,9 @@ def flag_errors(fn: F) -> F:
 StartOverOpt = Annotated[
     bool,
     typer.Option(
-        "--overwrite", help="Start over: remove an earlier job's output in OUT_DIR (rvqkit's files only)."
+        "--overwrite",
+        metavar="",
+        help="Start over: remove an earlier job's output in OUT_DIR (rvqkit's files only).",
     ),
 ]
 
@@ -155,7 +171,7 @@ def encode(
     out_dir: Annotated[Path, typer.Argument(help="Output folder (created; re-run to resume).")],
     model: ModelOpt = DEFAULT_MODEL,
     bandwidth: BandwidthOpt = 6.0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Items per Parquet shard.")] = 1000,
     first_shard_size: Annotated[
         int | None,
@@ -173,12 +189,7 @@ def encode(
         ),
     ] = None,
     threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads",
-            min=1,
-            help="torch threads for the model on CPU (default: torch's, all cores; decoding workers run niced).",
-        ),
+        int | None, threads_option(" The audio decoding workers run niced beside them.")
     ] = None,
     lstm_batch: Annotated[
         int,
@@ -223,7 +234,10 @@ def encode(
         str | None, typer.Option("--token-end", help="End token: 'auto' (next free id) or an id.")
     ] = None,
     codes: Annotated[
-        bool, typer.Option("--codes/--no-codes", help="Write the codes column (--no-codes: tokens only).")
+        bool,
+        typer.Option(
+            "--codes/--no-codes", metavar="", help="Write the codes column (--no-codes: tokens only)."
+        ),
     ] = True,
     engine: Annotated[str, typer.Option("--engine", help="local or ray.")] = "local",
     ray_address: Annotated[
@@ -233,19 +247,17 @@ def encode(
         int | None, typer.Option("--num-actors", help="Ray codec actors (default: one per CPU core or GPU).")
     ] = None,
     overwrite: StartOverOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar.")] = False,
 ) -> None:
     """Encode every item of SOURCE to RVQ codes in sharded Parquet under OUT_DIR.
 
     Killed or failed runs resume when re-run with the same command; unusable items are listed in
     OUT_DIR/errors.jsonl."""
     corpus = _corpus()
-    from ..codec import Codec
     from ..corpus.progress import speedup
     from .tokens import parse_special
 
-    with err.status(f"Loading {escape(model)} ..."):
-        codec = Codec.from_pretrained(model, device=device)
+    codec = load_codec(model, device)
     bar = EncodeBar(err, enabled=not quiet)
     try:
         summary = corpus.encode_corpus(
@@ -253,7 +265,7 @@ def encode(
             out_dir,
             codec,
             bandwidth,
-            device=device,
+            device=str(codec.device),
             shard_size=shard_size,
             first_shard_size=first_shard_size,
             workers=workers,
@@ -315,13 +327,18 @@ def decode(
         ),
     ] = None,
     n_q: Annotated[int | None, typer.Option("--n-q", help="Decode from the first K codebooks only.")] = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Decode rows of a corpus output back to audio, for spot-listening. Without --id, files that
     exist are skipped (so `--limit 10` again gives the next ten); with --id they are an error unless
     --overwrite."""
+    from ..runtime import resolve_device
+
     corpus = _corpus()
+    device, why = resolve_device(device)  # the model loads only once a row is to be decoded
+    announce_device(device, why)
     skipped: list[Path] = []
     with err.status("Decoding ..."):
         written = corpus.decode_corpus(
@@ -345,13 +362,15 @@ def decode(
 def stats(
     out_dir: Annotated[Path, typer.Argument(help="Corpus output folder (of `rvqkit corpus encode`).")],
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the statistics as JSON instead of tables.")
+        bool, typer.Option("--json", metavar="", help="Print the statistics as JSON instead of tables.")
     ] = False,
     png: Annotated[
         Path | None,
         typer.Option("--png", help="Also draw durations, codebook use and code histograms to this PNG."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the PNG if it exists.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar="", help="Replace the PNG if it exists.")
+    ] = False,
 ) -> None:
     """Hours, items, errors, per-codebook use (distinct codes, perplexity) and tokens per second of each
     token layout of a corpus output."""

@@ -19,7 +19,18 @@ from rich.progress import (
 from rich.table import Table
 
 from ..errors import RvqkitError
-from . import DEFAULT_MODEL, DeviceOpt, ModelOpt, OverwriteOpt, app, err, load_codec, user_errors
+from . import (
+    DEFAULT_DEVICE,
+    DEFAULT_MODEL,
+    DeviceOpt,
+    ModelOpt,
+    OverwriteOpt,
+    app,
+    err,
+    load_codec,
+    threads_option,
+    user_errors,
+)
 
 
 def parse_list(text: str | None, kind: type, what: str) -> list | None:
@@ -57,7 +68,7 @@ def eval_command(
         str | None, typer.Option("--metrics", help="Metrics to compute, e.g. si_sdr,pesq (default: all).")
     ] = None,
     no_baselines: Annotated[
-        bool, typer.Option("--no-baselines", help="Skip the Opus and MP3 baselines.")
+        bool, typer.Option("--no-baselines", metavar="", help="Skip the Opus and MP3 baselines.")
     ] = False,
     lm_model: Annotated[
         Path | None,
@@ -70,8 +81,13 @@ def eval_command(
         int, typer.Option("--workers", help="Metric processes beside the model (0: in the main process).")
     ] = 2,
     examples: Annotated[int, typer.Option("--examples", help="Items with audio players in index.html.")] = 3,
-    no_plots: Annotated[bool, typer.Option("--no-plots", help="Write the report without PNG plots.")] = False,
-    device: DeviceOpt = "cpu",
+    no_plots: Annotated[
+        bool, typer.Option("--no-plots", metavar="", help="Write the report without PNG plots.")
+    ] = False,
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: Annotated[
+        int | None, threads_option(" With --workers, the model keeps the cores the workers leave.")
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Measure what each bandwidth and each codebook count costs in quality on your audio (SI-SDR, mel and

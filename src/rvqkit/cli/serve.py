@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 
 from ..errors import RvqkitError
-from . import DEFAULT_MODEL, DeviceOpt, ModelOpt, app, err, load_codec, user_errors
+from . import (
+    DEFAULT_DEVICE,
+    DEFAULT_MODEL,
+    DeviceOpt,
+    ModelOpt,
+    ThreadsOpt,
+    app,
+    err,
+    load_codec,
+    user_errors,
+)
 
 
 @app.command()
@@ -18,7 +28,8 @@ def serve(
         str, typer.Option("--host", help="Interface to bind; 0.0.0.0 exposes the server to the network.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = DEFAULT_DEVICE,
+    threads: ThreadsOpt = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload, MiB.")] = 50.0,
     max_duration: Annotated[
         float, typer.Option("--max-duration", help="Longest audio per REST request, seconds.")
@@ -27,15 +38,13 @@ def serve(
     idle_timeout: Annotated[
         float, typer.Option("--idle-timeout", help="Close sockets silent this long, seconds.")
     ] = 30.0,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads", help="torch CPU threads (default: torch's choice; 1 is best on a busy machine)."
-        ),
-    ] = None,
     batching: Annotated[
         bool,
-        typer.Option("--batching/--no-batching", help="Batch all live streams into one model call per step."),
+        typer.Option(
+            "--batching/--no-batching",
+            metavar="",
+            help="Batch all live streams into one model call per step.",
+        ),
     ] = True,
     trusted_host: Annotated[
         list[str] | None,
@@ -120,12 +129,6 @@ def serve(
         min_stream_rate=min_stream_rate,
         stream_grace_s=stream_grace,
     )
-    if threads is not None:
-        if threads < 1:
-            raise RvqkitError(f"--threads must be at least 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
     codec = load_codec(model, device)
     app_ = create_app(codec, settings)
     err.print(f"serving {codec.name} on http://{host}:{port}/ (API docs at /docs; Ctrl-C stops)")
