@@ -18,7 +18,7 @@ from ..nn.streaming import empty_like_time
 from .config import MimiConfig
 from .conv import MimiConv1d, MimiConvState, MimiConvTranspose1d, MimiConvTransposeState
 from .quantizer import MimiSplitRVQ
-from .seanet import MimiSequentialState, MimiSEANetDecoder, MimiSEANetEncoder
+from .seanet import MimiSEANetDecoder, MimiSEANetEncoder, MimiSequentialState
 from .transformer import MimiTransformer, TransformerState
 
 
