@@ -17,7 +17,7 @@ import torch
 import typer
 
 from ..errors import RvqkitError
-from ..tokens.files import FORMAT, VERSION, ids_text, load_tokens, save_tokens, source_meta
+from ..tokens.files import FORMAT, VERSION, file_meta, ids_text, load_tokens, save_tokens, source_meta
 from . import (
     DEFAULT_DEVICE,
     DEFAULT_MODEL,
@@ -154,7 +154,7 @@ def tokens(
         save_tokens(out, lay, batch, encoded)
         err.print(f"wrote {out}", highlight=False)
     elif json_out:
-        doc = {"format": FORMAT, "version": VERSION, "layout": lay.settings(), "source": source_meta(encoded)}
+        doc = file_meta(lay, encoded)
         doc["items"] = [it.tolist() for it in batch.items()]
         print(json.dumps(doc))
     else:

@@ -35,10 +35,7 @@ class TokenSpec:
 
     def make(self, codes: np.ndarray) -> np.ndarray:
         """Token ids (int32) of one item's codes ``[n_q, frames]``: ``[length]`` or ``[n_q, steps]``."""
-        import torch
-
-        c, _ = self.layout._check_codes(torch.from_numpy(codes.astype(np.int64)), None)
-        return self.layout.encode_item(c[0]).numpy().astype(np.int32)
+        return self.layout.encode_item(codes.astype(np.int64)).numpy().astype(np.int32)
 
 
 def token_columns(

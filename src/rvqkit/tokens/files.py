@@ -82,12 +82,18 @@ def source_meta(encoded: Any) -> dict[str, Any]:
     }
 
 
+def file_meta(layout: TokenLayout, encoded: Any) -> dict[str, Any]:
+    """What every token file (and ``rvqkit tokens --json``) says of itself: format, version, the layout's
+    settings and the source codes' facts."""
+    return {"format": FORMAT, "version": VERSION, "layout": layout.settings(), "source": source_meta(encoded)}
+
+
 def save_tokens(path: Path, layout: TokenLayout, batch: TokenBatch, encoded: Any) -> None:
     """Write a token file by suffix (``.npz``, ``.json``, ``.txt``) atomically (a temporary file renamed
     into place); the caller checks overwriting."""
     path = Path(path)
     suffix = path.suffix.lower()
-    meta = {"format": FORMAT, "version": VERSION, "layout": layout.settings(), "source": source_meta(encoded)}
+    meta = file_meta(layout, encoded)
     if suffix == ".npz":
         arrays = {
             "ids": batch.ids.numpy(),
@@ -371,6 +377,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "VERSION",
     "TokenFile",
+    "file_meta",
     "ids_text",
     "load_tokens",
     "read_tokens",

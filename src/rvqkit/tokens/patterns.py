@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .pattern import BEGIN, DELAY, END, Pattern, pattern
 from .vocab import TokenError, Vocab
 
 LAYOUTS = ("flatten", "codebook", "delay", "parallel")
@@ -120,6 +121,10 @@ class TokenLayout:
             delay_pad=delay_pad,
             needs_delay_pad=layout == "delay",
         )
+        v = self.vocab  # the special-id table the patterns index: begin, end, delay pads (-1: none)
+        delays = v.delay_pad or (-1,) * v.n_q
+        table = [-1 if v.begin is None else v.begin, -1 if v.end is None else v.end, *delays]
+        self._specials = torch.tensor(table, dtype=torch.long)
 
     # -- facts -----------------------------------------------------------------------------------------
     @property
@@ -196,7 +201,11 @@ class TokenLayout:
         return "TokenLayout(" + ", ".join(f"{k}={v!r}" for k, v in s.items()) + ")"
 
     # -- encode ----------------------------------------------------------------------------------------
-    def _check_codes(self, codes: Any, frame_lengths: Any) -> tuple[torch.Tensor, list[int]]:
+    def check_codes(self, codes: Any, frame_lengths: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes ``[batch, n_q, frames]`` (int64, the first ``n_q`` codebooks of ``codes``: ``[batch,
+        n_q', frames]`` or one item ``[n_q', frames]``) and ``frame_lengths`` ``[batch]`` (default: all
+        frames), checked: every code an item holds is in ``[0, codebook_size)``. Raises :class:`TokenError`
+        naming the item (and frame) of the first problem."""
         c = as_long(codes, "codes")
         if c.ndim == 2:
             c = c[None]
@@ -206,50 +215,46 @@ class TokenLayout:
             raise TokenError(f"the layout takes {self.n_q} codebooks, the codes hold {c.shape[1]}")
         c = c[:, : self.n_q]
         if frame_lengths is None:
-            lengths = [c.shape[-1]] * c.shape[0]
+            lengths = torch.full((c.shape[0],), c.shape[-1], dtype=torch.long)
         else:
-            lengths = [int(n) for n in as_long(frame_lengths, "frame_lengths").reshape(-1)]
+            lengths = as_long(frame_lengths, "frame_lengths").reshape(-1)
             if len(lengths) != c.shape[0]:
                 raise TokenError(f"{len(lengths)} frame lengths given for {c.shape[0]} items")
-        in_range = not c.numel() or (int(c.min()) >= 0 and int(c.max()) < self.codebook_size)
-        for b, n in enumerate(lengths):
-            if not 0 <= n <= c.shape[-1]:
-                raise TokenError(f"frame length {n} outside [0, {c.shape[-1]}]", item=b)
-            if in_range:
-                continue
-            bad = ((c[b, :, :n] < 0) | (c[b, :, :n] >= self.codebook_size)).nonzero()
-            if len(bad):
-                k, t = (int(i) for i in bad[bad[:, 1].argmin()])
-                raise TokenError(
-                    f"code {int(c[b, k, t])} of codebook {k} at frame {t} is outside [0, {self.codebook_size})",
-                    item=b,
-                )
+        frames = c.shape[-1]
+        outside = (lengths < 0) | (lengths > frames)
+        bad = torch.zeros(0, 3, dtype=torch.long)
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= self.codebook_size):
+            held = torch.arange(frames) < lengths.clamp(0, frames)[:, None]  # codes past an item's end
+            bad = (((c < 0) | (c >= self.codebook_size)) & held[:, None]).nonzero()  # (item, k, t)
+        first_bad = int(bad[0, 0]) if len(bad) else len(lengths)
+        if outside[: first_bad + 1].any():  # items are checked in order, each one's length first
+            b = int(outside.nonzero()[0])
+            raise TokenError(f"frame length {int(lengths[b])} outside [0, {frames}]", item=b)
+        if len(bad):
+            mine = bad[bad[:, 0] == first_bad]
+            k, t = mine[mine[:, 2].argmin(), 1:].tolist()  # the first frame, then the first codebook
+            raise TokenError(
+                f"code {int(c[first_bad, k, t])} of codebook {k} at frame {t} is outside [0, {self.codebook_size})",
+                item=first_bad,
+            )
         return c, lengths
 
-    def encode_item(self, codes: torch.Tensor) -> torch.Tensor:
-        """Ids of one item's codes ``[n_q, frames]`` (already checked): ``[length]`` or ``[n_q, length]``."""
+    def pattern(self, frames: int) -> Pattern:
+        """The index map of an item of ``frames`` frames (see :mod:`rvqkit.tokens.pattern`)."""
         v = self.vocab
-        ids = v.codes_to_ids(codes)
-        if self.layout == "flatten":
-            body = ids.t().reshape(-1)
-        elif self.layout == "codebook":
-            body = ids.reshape(-1)
-        elif self.layout == "parallel":
-            body = ids
-        else:
-            body = delay_steps(ids, torch.tensor(v.delay_pad), flush=True)
-        return self._wrap(body, begin=True, end=True)
+        return pattern(self.layout, self.n_q, frames, v.begin is not None, v.end is not None)
 
-    def _wrap(self, body: torch.Tensor, begin: bool, end: bool) -> torch.Tensor:
-        """Add begin / end positions (a full step of them for multi-stream layouts)."""
-        v = self.vocab
-        shape = (self.n_q, 1) if self.multi_stream else (1,)
-        parts = [body]
-        if begin and v.begin is not None:
-            parts.insert(0, torch.full(shape, v.begin, dtype=torch.long))
-        if end and v.end is not None:
-            parts.append(torch.full(shape, v.end, dtype=torch.long))
-        return torch.cat(parts, dim=-1)
+    def _gather(self, ids: torch.Tensor, pat: Pattern) -> torch.Tensor:
+        """Sequences ``[g, streams, length]`` of code ids ``[g, n_q, frames]`` laid out by ``pat``."""
+        g = ids.shape[0]
+        src = torch.cat([ids.reshape(g, -1), self._specials.expand(g, -1)], dim=1)
+        return src[:, pat.source].view(g, pat.streams, pat.length)
+
+    def encode_item(self, codes: Any) -> torch.Tensor:
+        """Ids of one item's codes ``[n_q', frames]`` (checked): ``[length]`` or ``[n_q, length]``."""
+        c, _ = self.check_codes(codes)
+        seq = self._gather(self.vocab.codes_to_ids(c), self.pattern(c.shape[-1]))[0]
+        return seq if self.multi_stream else seq[0]
 
     def encode(self, codes: Any, frame_lengths: Any = None) -> TokenBatch:
         """Token ids of codes ``[batch, n_q', frames]`` (``n_q' ≥ n_q``; the first ``n_q`` are used; a single
@@ -263,9 +268,25 @@ class TokenLayout:
                 codes.codes,
                 codes.frame_lengths if frame_lengths is None else frame_lengths,
             )
-        c, lengths = self._check_codes(codes, frame_lengths)
-        items = [self.encode_item(c[b, :, :n]) for b, n in enumerate(lengths)]
-        return self.pad_items(items)
+        c, lengths = self.check_codes(codes, frame_lengths)
+        ids = self.vocab.codes_to_ids(c)
+        batch = c.shape[0]
+        longest = self.length(int(lengths.max())) if batch else 0
+        out = torch.full(
+            (batch, self.n_q if self.multi_stream else 1, longest), self.vocab.pad, dtype=torch.long
+        )
+        mask = torch.zeros(batch, longest, dtype=torch.bool)
+        for n in lengths.unique().tolist():  # one gather per distinct item length
+            rows = (lengths == n).nonzero().reshape(-1)
+            pat = self.pattern(n)
+            cols = self._columns(pat.length, longest)
+            out[rows[:, None], :, cols] = self._gather(ids[rows, :, :n], pat).transpose(1, 2)
+            mask[rows[:, None], cols] = True
+        return TokenBatch(out if self.multi_stream else out[:, 0], mask)
+
+    def _columns(self, n: int, longest: int) -> torch.Tensor:
+        """Where an item of ``n`` positions sits in a batch padded to ``longest`` (``padding_side``)."""
+        return torch.arange(n) + (longest - n if self.padding_side == "left" else 0)
 
     def pad_items(self, items: Sequence[torch.Tensor]) -> TokenBatch:
         """Stack per-item ids into a padded :class:`TokenBatch` (padding on ``padding_side``)."""
@@ -274,10 +295,9 @@ class TokenLayout:
         ids = torch.full(shape, self.vocab.pad, dtype=torch.long)
         mask = torch.zeros(len(items), longest, dtype=torch.bool)
         for b, it in enumerate(items):
-            n = it.shape[-1]
-            sl = slice(0, n) if self.padding_side == "right" else slice(longest - n, longest)
-            ids[b, ..., sl] = it
-            mask[b, sl] = True
+            cols = self._columns(it.shape[-1], longest)
+            ids[b, ..., cols] = it
+            mask[b, cols] = True
         return TokenBatch(ids, mask)
 
     # -- decode ----------------------------------------------------------------------------------------
@@ -285,7 +305,7 @@ class TokenLayout:
         """Codes ``[batch, n_q, frames]`` (zero past each item's end) and ``frame_lengths`` ``[batch]`` from
         ids as :meth:`encode` makes them. Without ``attention_mask``, an item ends at its trailing pad ids
         (leading ones with left padding). A :class:`TokenBatch` may be passed as ``ids`` (its mask is used).
-        Raises :class:`TokenError` at the first token that does not fit."""
+        Raises :class:`TokenError` at the first token that does not fit (of the first item that has one)."""
         if isinstance(ids, TokenBatch):
             ids, attention_mask = ids.ids, ids.attention_mask if attention_mask is None else attention_mask
         t = as_long(ids, "token ids")
@@ -297,29 +317,43 @@ class TokenLayout:
             raise TokenError(
                 f"{self.layout} token ids must be {shape} with n_q={self.n_q}, got {tuple(t.shape)}"
             )
-        if attention_mask is not None:
-            m = attention_mask
-            m = m.detach().cpu() if isinstance(m, torch.Tensor) else torch.as_tensor(np.asarray(m))
-            if m.ndim == 1:
-                m = m[None]
-            if m.shape != (t.shape[0], t.shape[-1]):
-                raise TokenError(f"attention mask {tuple(m.shape)} does not match ids {tuple(t.shape)}")
-            if m.is_floating_point() or m.is_complex():
-                raise TokenError(f"attention mask must be bool (or 0/1 integers), got dtype {m.dtype}")
-            if m.dtype != torch.bool and m.numel() and (int(m.min()) < 0 or int(m.max()) > 1):
-                raise TokenError("attention mask must hold only 0 and 1")
-            m = m.bool()
-        else:
-            m = self._mask_from_pad(t)
-        items = []
-        for b in range(t.shape[0]):
-            pos = m[b].nonzero().reshape(-1)
-            items.append(self.decode_item(t[b].index_select(-1, pos), b, pos))
-        frames = torch.tensor([it.shape[-1] for it in items], dtype=torch.long)
-        codes = torch.zeros(t.shape[0], self.n_q, int(frames.max()) if len(items) else 0, dtype=torch.long)
-        for b, it in enumerate(items):
-            codes[b, :, : it.shape[-1]] = it
+        m = self._mask_from_pad(t) if attention_mask is None else self._check_mask(attention_mask, t)
+        if not self.multi_stream:
+            t = t[:, None]
+        sizes = m.sum(-1)
+        # positions of each item's masked cells, in order: the first sizes[b] of row b
+        where = torch.sort((~m).to(torch.int8), dim=-1, stable=True).indices
+        results: list[tuple[torch.Tensor, torch.Tensor]] = []
+        errors: list[TokenError] = []
+        for n in sizes.unique().tolist():  # one check per distinct item length
+            rows = (sizes == n).nonzero().reshape(-1)
+            pos = where[rows, :n]
+            seq = t[rows[:, None], :, pos].transpose(1, 2)  # [g, streams, n]
+            try:
+                results.append((rows, self._decode_rows(seq, rows, pos)))
+            except TokenError as e:
+                errors.append(e)
+        if errors:  # the first item that has an error, as if the items were read one by one
+            raise min(errors, key=lambda e: e.item if e.item is not None else -1)
+        frames = torch.zeros(t.shape[0], dtype=torch.long)
+        for rows, grid in results:
+            frames[rows] = grid.shape[-1]
+        codes = torch.zeros(t.shape[0], self.n_q, int(frames.max()) if len(frames) else 0, dtype=torch.long)
+        for rows, grid in results:
+            codes[rows, :, : grid.shape[-1]] = grid
         return codes, frames
+
+    def _check_mask(self, mask: Any, t: torch.Tensor) -> torch.Tensor:
+        m = mask.detach().cpu() if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+        if m.ndim == 1:
+            m = m[None]
+        if m.shape != (t.shape[0], t.shape[-1]):
+            raise TokenError(f"attention mask {tuple(m.shape)} does not match ids {tuple(t.shape)}")
+        if m.is_floating_point() or m.is_complex():
+            raise TokenError(f"attention mask must be bool (or 0/1 integers), got dtype {m.dtype}")
+        if m.dtype != torch.bool and m.numel() and (int(m.min()) < 0 or int(m.max()) > 1):
+            raise TokenError("attention mask must hold only 0 and 1")
+        return m.bool()
 
     def _mask_from_pad(self, t: torch.Tensor) -> torch.Tensor:
         is_pad = t == self.vocab.pad
@@ -329,125 +363,116 @@ class TokenLayout:
             return ~is_pad.long().cumprod(-1).bool()
         return ~is_pad.long().flip(-1).cumprod(-1).flip(-1).bool()
 
+    def frames_for(self, positions: int) -> int | None:
+        """Frames of an item of ``positions`` positions (steps), or None if no item has that length."""
+        body = positions - self.n_extra
+        if self.layout in ("flatten", "codebook"):
+            return body // self.n_q if body >= 0 and body % self.n_q == 0 else None
+        frames = body - (self.n_q - 1 if self.layout == "delay" else 0)
+        return frames if frames >= 0 and body >= 0 else None
+
     def decode_item(self, seq: torch.Tensor, item: int = 0, pos: torch.Tensor | None = None) -> torch.Tensor:
         """Codes ``[n_q, frames]`` of one item's ids (``[length]`` or ``[n_q, length]``, no padding).
         ``pos`` maps each column to its position in the caller's ids, for error messages."""
-        v = self.vocab
         n = seq.shape[-1]
         pos = torch.arange(n) if pos is None else pos
-        streams = self.multi_stream
+        s = seq.reshape(1, self.n_q if self.multi_stream else 1, n)
+        return self._decode_rows(s, torch.tensor([item]), pos.reshape(1, n))[0]
 
-        def fail(col: int, message: str, stream: int | None = None) -> TokenError:
-            return TokenError(message, item=item, position=int(pos[col]) if col < n else n, stream=stream)
+    def _decode_rows(self, seq: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Codes ``[g, n_q, frames]`` of items of one length, ``seq`` ``[g, streams, n]`` (item numbers
+        ``rows``, positions ``pos`` ``[g, n]`` in the caller's ids); the first bad one raises."""
+        g, _, n = seq.shape
+        frames = self.frames_for(n)
+        if frames is None:
+            raise self._length_error(seq[0], int(rows[0]), pos[0])
+        pat = self.pattern(frames)
+        flat = seq.reshape(g, -1)
+        bad_fill = flat[:, pat.fill_cells] != self._specials[pat.fill_kind]
+        grid = flat[:, pat.code_cells].view(g, self.n_q, frames)
+        codes = self.vocab.ids_to_codes(grid)
+        bad_code = ((codes < 0) | (codes >= self.codebook_size)).view(g, -1)[:, pat.code_order]
+        bad_items = (bad_fill.any(1) | bad_code.any(1)).nonzero()
+        if not len(bad_items):
+            return codes
+        i = int(bad_items[0])
+        if bad_fill[i].any():
+            j = int(bad_fill[i].nonzero()[0])
+            cell, kind = int(pat.fill_cells[j]), int(pat.fill_kind[j])
+            raise self._special_error(
+                kind, int(flat[i, cell]), int(rows[i]), int(pos[i, pat.column(cell)]), pat.stream(cell)
+            )
+        code = int(pat.code_order[int(bad_code[i].nonzero()[0])])
+        k, cell = code // frames, int(pat.code_cells[code])
+        found = int(flat[i, cell])
+        lo, hi = self.vocab.code_range(k)
+        raise TokenError(
+            f"{self.vocab.describe(found)} where a code of codebook {k} belongs (ids [{lo}, {hi}))",
+            item=int(rows[i]),
+            position=int(pos[i, pat.column(cell)]),
+            stream=k if self.multi_stream else None,
+        )
 
-        def expect(col: int, token: int, what: str) -> None:
-            got = seq[:, col] if streams else seq[col : col + 1]
-            bad = (got != token).nonzero().reshape(-1)
-            if len(bad):
-                k = int(bad[0])
-                found = int(got[k])
-                raise fail(
-                    col,
-                    f"expected the {what} token (id {token}), found {v.describe(found)}",
-                    k if streams else None,
-                )
+    def _special_error(self, kind: int, found: int, item: int, position: int, stream: int) -> TokenError:
+        v = self.vocab
+        what = v.describe(found)
+        if kind >= DELAY:
+            k = kind - DELAY
+            message = (
+                f"broken delay pattern: expected codebook {k}'s delay pad (id {v.delay_pad[k]}), found {what}"
+            )
+        else:
+            name, token = ("begin", v.begin) if kind == BEGIN else ("end", v.end)
+            message = f"expected the {name} token (id {token}), found {what}"
+        return TokenError(message, item=item, position=position, stream=stream if self.multi_stream else None)
+
+    def _length_error(self, seq: torch.Tensor, item: int, pos: torch.Tensor) -> TokenError:
+        """The error of an item whose length no item can have (``seq`` ``[streams, n]``): a wrong begin
+        or end token if there is one, else what the length lacks."""
+        v = self.vocab
+        n = seq.shape[-1]
+
+        def at(col: int) -> int:
+            return int(pos[col]) if col < n else n
 
         start, stop = 0, n
-        if v.begin is not None:
-            if n == 0:
-                raise TokenError("empty sequence: the begin token is missing", item=item)
-            expect(0, v.begin, "begin")
-            start = 1
-        if v.end is not None:
-            if stop - start < 1:
-                raise fail(n, "the end token is missing (the sequence stops after the begin token)")
-            expect(n - 1, v.end, "end")
-            stop = n - 1
-        body = seq[..., start:stop]
-        body_pos = torch.arange(start, stop)
-        nb = body.shape[-1]
-        if self.layout in ("flatten", "codebook"):
-            if nb % self.n_q:
-                whole = nb // self.n_q
-                col = start + whole * self.n_q if self.layout == "flatten" else stop
-                raise fail(
-                    col,
-                    f"{nb} audio tokens are not whole frames of {self.n_q} codebooks "
-                    f"({whole} frames and {nb % self.n_q} tokens left over)",
+        for kind, token, col in ((BEGIN, v.begin, 0), (END, v.end, n - 1)):
+            if token is None:
+                continue
+            if kind == BEGIN and n == 0:
+                return TokenError("empty sequence: the begin token is missing", item=item)
+            if kind == END and stop - start < 1:
+                return TokenError(
+                    "the end token is missing (the sequence stops after the begin token)",
+                    item=item,
+                    position=n,
                 )
-            frames = nb // self.n_q
-            if self.layout == "flatten":
-                grid, grid_pos = body.view(frames, self.n_q).t(), body_pos.view(frames, self.n_q).t()
-            else:
-                grid, grid_pos = body.view(self.n_q, frames), body_pos.view(self.n_q, frames)
-        elif self.layout == "parallel":
-            frames = nb
-            grid, grid_pos = body, body_pos.expand(self.n_q, nb)
-        else:
-            frames = nb - (self.n_q - 1)
-            if frames < 0:
-                raise fail(
-                    stop,
-                    f"{nb} audio steps are fewer than the {self.n_q - 1} that the delay pattern of {self.n_q} codebooks adds",
-                )
-            k = torch.arange(self.n_q)[:, None]
-            s = torch.arange(nb)[None, :]
-            filler = (s < k) | (s - k >= frames)
-            pads = torch.tensor(v.delay_pad)[:, None].expand_as(body)
-            wrong = (filler & (body != pads)).nonzero()
-            if len(wrong):
-                kk, ss = (int(i) for i in wrong[wrong[:, 1].argmin()])
-                found = int(body[kk, ss])
-                raise fail(
-                    start + ss,
-                    f"broken delay pattern: expected codebook {kk}'s delay pad (id {v.delay_pad[kk]}), "
-                    f"found {v.describe(found)}",
-                    kk,
-                )
-            idx = torch.arange(frames)[None, :] + k
-            grid = body.gather(1, idx)
-            grid_pos = idx + start
-        codes = v.ids_to_codes(grid)
-        bad = ((codes < 0) | (codes >= self.codebook_size)).nonzero()
-        if len(bad):
-            kk, tt = (int(i) for i in bad[grid_pos[bad[:, 0], bad[:, 1]].argmin()])
-            found = int(grid[kk, tt])
-            lo, hi = v.code_range(kk)
-            raise fail(
-                int(grid_pos[kk, tt]),
-                f"{v.describe(found)} where a code of codebook {kk} belongs (ids [{lo}, {hi}))",
-                kk if streams else None,
+            bad = (seq[:, col] != token).nonzero()
+            if len(bad):
+                k = int(bad[0])
+                return self._special_error(kind, int(seq[k, col]), item, at(col), k)
+            start, stop = (1, stop) if kind == BEGIN else (start, n - 1)
+        nb = stop - start
+        if self.layout == "delay":
+            return TokenError(
+                f"{nb} audio steps are fewer than the {self.n_q - 1} that the delay pattern of {self.n_q} "
+                "codebooks adds",
+                item=item,
+                position=at(stop),
             )
-        return codes
+        whole = nb // self.n_q
+        col = start + whole * self.n_q if self.layout == "flatten" else stop
+        return TokenError(
+            f"{nb} audio tokens are not whole frames of {self.n_q} codebooks "
+            f"({whole} frames and {nb % self.n_q} tokens left over)",
+            item=item,
+            position=at(col),
+        )
 
     # -- streaming -------------------------------------------------------------------------------------
     def streamer(self, batch_size: int = 1) -> TokenStreamer:
         """A :class:`TokenStreamer` that emits this layout's ids frame by frame."""
         return TokenStreamer(self, batch_size)
-
-
-def delay_steps(ids: torch.Tensor, delay_pad: torch.Tensor, flush: bool, tail: torch.Tensor | None = None):
-    """The delay pattern's steps for frames ``ids`` ``[..., n_q, t]``.
-
-    Stream ``k`` at step ``s`` holds frame ``s - k``. ``tail`` ``[..., n_q, n_q-1]`` holds the previous
-    ``n_q - 1`` frames (delay pads before the first frame). Without ``flush`` the result has ``t`` steps
-    (one per new frame); with it, ``n_q - 1`` more steps that finish the last frames. Returns the steps,
-    or ``(steps, new_tail)`` when ``tail`` is given.
-    """
-    n_q = ids.shape[-2]
-    fill = delay_pad.view(*([1] * (ids.ndim - 2)), n_q, 1)
-    first = fill.expand(*ids.shape[:-1], n_q - 1) if tail is None else tail
-    parts = [first, ids]
-    if flush:
-        parts.append(fill.expand(*ids.shape[:-1], n_q - 1))
-    full = torch.cat(parts, dim=-1)
-    steps = ids.shape[-1] + (n_q - 1 if flush else 0)
-    k = torch.arange(n_q)[:, None]
-    idx = torch.arange(steps)[None, :] + (n_q - 1) - k  # [n_q, steps]: column of frame s - k
-    out = full.gather(-1, idx.expand(*ids.shape[:-1], steps))
-    if tail is None:
-        return out
-    return out, full[..., full.shape[-1] - (n_q - 1) :]
 
 
 class TokenStreamer:
@@ -458,6 +483,10 @@ class TokenStreamer:
     delay pattern's last ``n_q - 1`` steps, the end token). The concatenation of everything emitted equals
     :meth:`TokenLayout.encode` of all the frames. The ``codebook`` layout cannot stream (it needs the
     last frame before its second token).
+
+    The ids are the layout's pattern cut by step: the ``delay`` layout keeps the last ``n_q - 1`` frames
+    (delay pads before the first), lays out those and the new frames with the pattern of that many frames
+    (no begin or end) and emits the steps of the new frames.
     """
 
     def __init__(self, layout: TokenLayout, batch_size: int = 1) -> None:
@@ -471,27 +500,38 @@ class TokenStreamer:
         self.started = False
         self.finished = False
         v = layout.vocab
-        self._delay_pad = torch.tensor(v.delay_pad) if v.delay_pad else None
-        self._tail = (
-            self._delay_pad.view(1, -1, 1).expand(batch_size, v.n_q, v.n_q - 1).clone()
-            if self._delay_pad is not None
-            else None
-        )
+        self._lag = v.n_q - 1 if layout.layout == "delay" else 0  # frames kept for the steps to come
+        pads = torch.tensor(v.delay_pad, dtype=torch.long)
+        self._tail = pads.view(1, -1, 1).expand(batch_size, v.n_q, self._lag).clone() if self._lag else None
 
-    def _begin(self) -> list[torch.Tensor]:
-        if self.started:
-            return []
-        self.started = True
-        token = self.layout.vocab.begin
+    def _steps(self, ids: torch.Tensor, flush: bool) -> torch.Tensor:
+        """The steps of the frames ``ids`` ``[batch, n_q, t]`` (after the kept ones); with ``flush`` also
+        the closing steps."""
+        window = ids if self._tail is None else torch.cat([self._tail, ids], dim=-1)
+        frames = window.shape[-1]
+        pat = pattern(self.layout.layout, self.layout.n_q, frames, begin=False, end=False)
+        cut = pat.source.view(pat.streams, pat.length)[
+            :, self._lag : pat.length - (0 if flush else self._lag)
+        ]
+        src = torch.cat(
+            [window.reshape(self.batch_size, -1), self.layout._specials.expand(self.batch_size, -1)], 1
+        )
+        if self._tail is not None:
+            self._tail = window[..., frames - self._lag :]
+        out = src[:, cut]
+        return out if self.layout.multi_stream else out.reshape(self.batch_size, -1)
+
+    def _special(self, token: int | None) -> list[torch.Tensor]:
         if token is None:
             return []
         shape = (self.batch_size, self.layout.n_q, 1) if self.layout.multi_stream else (self.batch_size, 1)
         return [torch.full(shape, token, dtype=torch.long)]
 
-    def _empty(self) -> torch.Tensor:
-        if self.layout.multi_stream:
-            return torch.zeros(self.batch_size, self.layout.n_q, 0, dtype=torch.long)
-        return torch.zeros(self.batch_size, 0, dtype=torch.long)
+    def _begin(self) -> list[torch.Tensor]:
+        if self.started:
+            return []
+        self.started = True
+        return self._special(self.layout.vocab.begin)
 
     def push(self, frames: Any) -> torch.Tensor:
         """Ids made complete by these code frames ``[batch, n_q', t]`` or ``[batch, n_q']``."""
@@ -502,33 +542,16 @@ class TokenStreamer:
             c = c[..., None]
         if c.ndim != 3 or c.shape[0] != self.batch_size:
             raise TokenError(f"frames must be [{self.batch_size}, n_q, frames], got {tuple(c.shape)}")
-        c, _ = self.layout._check_codes(c, None)
-        ids = self.layout.vocab.codes_to_ids(c)
-        out = self._begin()
-        if self.layout.layout == "flatten":
-            out.append(ids.transpose(1, 2).reshape(self.batch_size, -1))
-        elif self.layout.layout == "parallel":
-            out.append(ids)
-        else:
-            assert self._delay_pad is not None
-            steps, self._tail = delay_steps(ids, self._delay_pad, flush=False, tail=self._tail)
-            out.append(steps)
+        c, _ = self.layout.check_codes(c)
+        out = [*self._begin(), self._steps(self.layout.vocab.codes_to_ids(c), flush=False)]
         self.frames += c.shape[-1]
-        return torch.cat([self._empty(), *out], dim=-1)
+        return torch.cat(out, dim=-1)
 
     def flush(self) -> torch.Tensor:
         """The remaining ids: the delay pattern's closing steps and the end token. Ends the stream."""
         if self.finished:
             raise TokenError("the token stream was already flushed")
-        out = self._begin()
-        if self._delay_pad is not None:
-            none = torch.zeros(self.batch_size, self.layout.n_q, 0, dtype=torch.long)
-            out.append(delay_steps(none, self._delay_pad, flush=True, tail=self._tail)[0])
-        token = self.layout.vocab.end
-        if token is not None:
-            shape = (
-                (self.batch_size, self.layout.n_q, 1) if self.layout.multi_stream else (self.batch_size, 1)
-            )
-            out.append(torch.full(shape, token, dtype=torch.long))
+        none = torch.zeros(self.batch_size, self.layout.n_q, 0, dtype=torch.long)
+        out = [*self._begin(), self._steps(none, flush=True), *self._special(self.layout.vocab.end)]
         self.finished = True
-        return torch.cat([self._empty(), *out], dim=-1)
+        return torch.cat(out, dim=-1)
