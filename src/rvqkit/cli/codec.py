@@ -63,42 +63,39 @@ def roundtrip(
     err.print(
         f"wrote {escape(str(output))} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, {codec.channels} ch, {bandwidth:g} kbps)"
     )
-    err.print(quality_line(codec, input, output), highlight=False)
+    with progress_bar("scoring", n / codec.sample_rate) as update:
+        line = quality_line(codec, input, output, progress=update)
+    err.print(line, highlight=False)
 
 
-METRIC_SECONDS = 600.0  # roundtrip scores at most this much audio (the metrics hold whole arrays)
-
-
-def quality_line(codec, reference: Path, output: Path) -> str:
+def quality_line(codec, reference: Path, output: Path, progress=None) -> str:
     """SI-SDR (dB) and log-mel distance (dB) of ``output`` against ``reference`` at the model's rate and
-    channels (the input as the codec saw it), over at most :data:`METRIC_SECONDS`."""
-    import numpy as np
+    channels (the input as the codec saw it), over the whole file, block by block (memory bounded
+    whatever the length: :mod:`rvqkit.eval.streaming`). ``progress`` gets the seconds scored."""
     import soundfile as sf
 
     from ..chunked import read_blocks
-    from ..eval.metrics import MetricSkipped, mel_distance, si_sdr
+    from ..eval.metrics import MetricSkipped
+    from ..eval.streaming import BlockScores
 
-    limit = int(METRIC_SECONDS * codec.sample_rate)
-    parts, have = [], 0
-    for block in read_blocks(reference, codec):
-        parts.append(block[:, : limit - have])
-        have += parts[-1].shape[-1]
-        if have >= limit:
-            break
-    ref = np.concatenate(parts, axis=-1)
-    est = sf.read(output, frames=ref.shape[-1], dtype="float32", always_2d=True)[0].T
-    ref = ref[:, : est.shape[-1]]
-    scope = f" (first {METRIC_SECONDS:g} s)" if have >= limit else ""
+    scores = BlockScores(codec.sample_rate, ("si_sdr", "mel_distance"))
+    with sf.SoundFile(output) as out:
+        for ref in read_blocks(reference, codec):
+            est = out.read(ref.shape[-1], dtype="float32", always_2d=True).T
+            if est.shape[-1] < ref.shape[-1]:  # (the output is as long as the input; never shorter)
+                ref = ref[:, : est.shape[-1]]
+            scores.update(ref, est)
+            if progress:
+                progress(scores.samples / codec.sample_rate)
+            if est.shape[-1] == 0:
+                break
     cells = []
-    for label, fn in (
-        ("SI-SDR", lambda: f"{si_sdr(ref, est):.2f} dB"),
-        ("log-mel distance", lambda: f"{mel_distance(ref, est, codec.sample_rate):.2f} dB"),
-    ):
-        try:
-            cells.append(f"{label} {fn()}")
-        except MetricSkipped as e:
-            cells.append(f"{label} skipped ({e})")
-    return f"quality{scope}: " + ", ".join(cells)
+    for label, value in zip(("SI-SDR", "log-mel distance"), scores.results().values(), strict=True):
+        if isinstance(value, MetricSkipped):
+            cells.append(f"{label} skipped ({value})")
+        else:
+            cells.append(f"{label} {value:.2f} dB")
+    return "quality: " + ", ".join(cells)
 
 
 @app.command()

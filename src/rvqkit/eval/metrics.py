@@ -119,10 +119,10 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
         target = (e @ r) / (r @ r) * r
         noise = e - target
         t, n = target @ target, noise @ noise
-        if n == 0:
-            out.append(math.inf)
-        elif t == 0:
+        if t == 0:  # a silent estimate too (then the noise is 0 as well)
             out.append(-math.inf)
+        elif n == 0:
+            out.append(math.inf)
         else:
             out.append(10 * math.log10(t / n))
     return float(np.mean(out))
