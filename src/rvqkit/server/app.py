@@ -39,6 +39,7 @@ from .inputs import (
 )
 from .jobs import compress_job, decode_job, decompress_job, encode_job, probe_audio
 from .limits import BusyError, LimitError, NQError, ServerSettings
+from .quality import add_quality_routes
 from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, LimitsInfo, StatsResponse
 from .security import HostOriginGuard
 
@@ -415,4 +416,5 @@ def create_app(codec: Codec, settings: ServerSettings | None = None) -> FastAPI:
         )
 
     add_stream_routes(app, hub)
+    add_quality_routes(app)
     return app

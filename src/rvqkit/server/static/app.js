@@ -1,5 +1,6 @@
 // rvqkit codec page: hand-written vanilla JS (no build step, no CDN: the page must work offline).
-// REST: /v1/info, /v1/encode (JSON codes), /v1/decode/json?n_q=k (WAV). Live: /v1/stream/encode and
+// REST: /v1/info, /v1/encode (JSON codes), /v1/decode/json?n_q=k (WAV), /v1/quality (metrics per k).
+// Live: /v1/stream/encode and
 // /v1/stream/decode WebSockets. Waveforms and spectrograms are drawn here from the decoded audio.
 "use strict";
 
@@ -219,13 +220,80 @@ function drawSpectrogram(canvas, x) {
   g.putImageData(img, 0, 0);
 }
 
+// ---- quality per k ----------------------------------------------------------------------------------
+function fmt(value, digits, unit) {
+  return value === null ? "–" : `${value.toFixed(digits)}${unit ? " " + unit : ""}`;
+}
+
+function whyMissing(row, metric) {
+  // the server's reason for a metric without a value ("si_sdr: silent original; ...")
+  const part = row.skipped.split("; ").find((p) => p.startsWith(metric + ":"));
+  return part ? part.slice(metric.length + 2) : "";
+}
+
+function showQuality(q) {
+  const body = $("quality-table").querySelector("tbody");
+  body.innerHTML = "";
+  for (const row of q.rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.k = String(row.k);
+    const cells = [String(row.k), row.kbps.toFixed(2), fmt(row.si_sdr, 2), fmt(row.mel_distance, 2),
+      fmt(row.stft_distance, 3)];
+    const metrics = [null, null, "si_sdr", "mel_distance", "stft_distance"];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (metrics[i]) {
+        td.className = metrics[i];
+        if (row[metrics[i]] === null) td.title = whyMissing(row, metrics[i]);
+      }
+      tr.appendChild(td);
+    });
+    body.appendChild(tr);
+    // next to the player of the same k
+    const track = document.querySelector(`#results .track[data-k="${row.k}"] .metrics`);
+    if (track) {
+      track.textContent = `SI-SDR ${fmt(row.si_sdr, 2, "dB")} · log-mel ${fmt(row.mel_distance, 2, "dB")}` +
+        ` · STFT ${fmt(row.stft_distance, 3)}`;
+      if (row.skipped) track.title = row.skipped;
+    }
+  }
+  const part = q.scored_seconds < q.seconds - 1e-6
+    ? `the first ${q.scored_seconds.toFixed(2)} s of ${q.seconds.toFixed(2)} s`
+    : `all ${q.seconds.toFixed(2)} s`;
+  $("quality-note").textContent = `Each reconstruction against the original at ${q.sample_rate} Hz, ` +
+    `${q.channels} ch, over ${part}, at ${q.bandwidth} kbps.`;
+  $("quality-note").classList.remove("error");
+  $("quality").hidden = false;
+}
+
+async function scoreEachK(bandwidth) {
+  // errors here (e.g. the server is busy) are shown in the quality panel; the players stay
+  const form = new FormData();
+  form.append("file", inputBlob, "upload");
+  try {
+    const resp = await fetch(`/v1/quality?bandwidth=${encodeURIComponent(bandwidth)}`,
+      { method: "POST", body: form });
+    if (!resp.ok) throw new Error(await errorText(resp));
+    showQuality(await resp.json());
+    document.body.dataset.quality = "done";
+  } catch (e) {
+    $("quality-table").querySelector("tbody").innerHTML = "";
+    $("quality-note").textContent = `No quality figures: ${e.message || e}`;
+    $("quality-note").classList.add("error");
+    $("quality").hidden = false;
+    document.body.dataset.quality = "error";
+  }
+}
+
 // ---- results ----------------------------------------------------------------------------------------
 function addTrack(title, facts, blob, k) {
   const row = document.createElement("div");
   row.className = "track";
   row.dataset.k = String(k);
   const head = document.createElement("div");
-  head.innerHTML = `<h3></h3><audio controls preload="auto"></audio><div class="facts muted"></div>`;
+  head.innerHTML = `<h3></h3><audio controls preload="auto"></audio><div class="facts muted"></div>` +
+    `<div class="metrics"></div>`;
   head.querySelector("h3").textContent = title;
   head.querySelector(".facts").textContent = facts;
   const audio = head.querySelector("audio");
@@ -257,6 +325,8 @@ $("run").addEventListener("click", async () => {
   document.body.dataset.state = "busy";
   $("run").disabled = true;
   $("results").innerHTML = "";
+  $("quality").hidden = true;
+  delete document.body.dataset.quality;
   try {
     const bandwidth = $("bandwidth").value;
     setStatus(`Encoding at ${bandwidth} kbps…`);
@@ -279,6 +349,8 @@ $("run").addEventListener("click", async () => {
       await showTrack(`${k} codebook${k > 1 ? "s" : ""} (${kbps} kbps)`,
         `${codes.frames} frames × ${k} codes`, await r.blob(), k);
     }
+    setStatus(`Scoring each of the ${codes.n_q} reconstructions…`);
+    await scoreEachK(bandwidth);
     setStatus(`Done: ${codes.n_q} reconstructions of ${(codes.length / codes.sample_rate).toFixed(2)} s.`);
     document.body.dataset.state = "done";
   } catch (e) {
