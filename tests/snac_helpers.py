@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rvqkit.snac import SnacConfig, save_snac
-from rvqkit.snac.loading import build_snac, fold_weight_norm, seed_codebooks, chirp_signal
+from rvqkit.snac.loading import build_snac, chirp_signal, fold_weight_norm, seed_codebooks
 
 SNAC_SKIP = "snac is a test-only reference: pip install -c constraints.txt snac==1.2.1"
 

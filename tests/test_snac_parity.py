@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from rvqkit.snac import PRESETS, load_snac, random_snac, save_snac, snac_state_dict
 from snac_helpers import (
     SMALL_ATTN,
     SMALL_PLAIN,
@@ -18,6 +16,8 @@ from snac_helpers import (
     signals,
     stub_reference_noise,
 )
+
+from rvqkit.snac import PRESETS, load_snac, random_snac, save_snac, snac_state_dict
 
 snac = pytest.importorskip("snac", reason=SNAC_SKIP)
 
