@@ -174,6 +174,11 @@ def encode_like_dac_compress(
     padded = F.pad(x, (delay, delay))
     n_samples = math.ceil(int(win_duration * sr) / hop) * hop
     step = dac_output_length(model, n_samples)
+    if step <= 0:  # descript's loop would then produce no window at all
+        raise ValueError(
+            f"win_duration {win_duration} s is shorter than the model's receptive field "
+            f"(2 x {dac_delay(model)} samples); descript's compress fails the same way"
+        )
     codes = []
     with _unpadded(model):
         for i in range(0, length, step):
