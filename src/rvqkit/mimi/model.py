@@ -195,6 +195,18 @@ class MimiModel(nn.Module):
             ),
         )
 
+    def latent_step(self, x: torch.Tensor, state: MimiState, final: bool = False) -> torch.Tensor:
+        """The unquantized latent ``[B, hidden, k]`` of the frames completed by chunk ``x`` (see
+        :meth:`encode_step`, which quantizes it)."""
+        self._check_audio(x)
+        st = state.encoder
+        if st.finished:
+            raise AudioError("encode_step after the final chunk: start a new state with init_state()")
+        st.finished = final
+        h = self.encoder.step(x, st.seanet, final)
+        h = self.encoder_transformer.step(h.transpose(1, 2), st.transformer).transpose(1, 2)
+        return self.downsample.step(h, st.downsample, final)
+
     def encode_step(
         self, x: torch.Tensor, state: MimiState, final: bool = False, n_q: int | None = None
     ) -> torch.Tensor:
@@ -202,15 +214,8 @@ class MimiModel(nn.Module):
         0 included): a frame is returned as soon as its last sample (1920·(j+1) − 1) has arrived.
         ``final=True`` marks the end of the signal: the end is padded as :meth:`encode` pads it, and the
         frames returned over the whole stream are :meth:`encode`'s (see docs/mimi.md for exactness)."""
-        self._check_audio(x)
         n_q = self._check_n_q(n_q)
-        st = state.encoder
-        if st.finished:
-            raise AudioError("encode_step after the final chunk: start a new state with init_state()")
-        st.finished = final
-        h = self.encoder.step(x, st.seanet, final)
-        h = self.encoder_transformer.step(h.transpose(1, 2), st.transformer).transpose(1, 2)
-        latent = self.downsample.step(h, st.downsample, final)
+        latent = self.latent_step(x, state, final)
         if latent.shape[-1] == 0:
             return torch.empty(x.shape[0], n_q, 0, dtype=torch.long, device=x.device)
         return self.quantizer.encode(latent, n_q)

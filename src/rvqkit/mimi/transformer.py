@@ -81,11 +81,13 @@ class MimiAttention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
+        causal: bool,
         cache: KVState | None = None,
         keep: int = 0,
     ) -> torch.Tensor:
-        """``x`` ``[B, T, D]``; ``mask`` None for plain causal attention, else boolean ``[.., T, n + T]``
-        (True = attend). With a ``cache``, its keys come first and the last ``keep`` frames are kept."""
+        """``x`` ``[B, T, D]``; ``mask``: boolean ``[.., T, n + T]`` (True = attend), or None for plain causal
+        attention (``causal_mask``) or none at all. With a ``cache``, its keys come first and the last
+        ``keep`` frames are kept."""
         b, t, _ = x.shape
         shape = (b, t, -1, self.head_dim)
         q = self.q_proj(x).view(shape).transpose(1, 2)
@@ -99,9 +101,7 @@ class MimiAttention(nn.Module):
                 v = torch.cat([cache.values, v], dim=2)  # type: ignore[list-item]
             n = min(keep, k.shape[2])
             cache.keys, cache.values = k[:, :, k.shape[2] - n :], v[:, :, v.shape[2] - n :]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, scale=self.scaling, is_causal=mask is None and cache is None
-        )
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, is_causal=causal)
         return self.o_proj(out.transpose(1, 2).contiguous().reshape(b, t, -1))
 
 
@@ -140,10 +140,11 @@ class MimiTransformerLayer(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
+        causal: bool,
         cache: KVState | None = None,
         keep: int = 0,
     ) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, keep)
+        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, cache, keep)
         x = x + self.self_attn_layer_scale(h)
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
@@ -164,14 +165,19 @@ class MimiTransformer(nn.Module):
         k = torch.arange(past + t, device=device)[None, :]
         return (k <= q) & (k > q - self.window)
 
+    def _offline_mask(self, b: int, t: int, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+        """(mask, is_causal) as transformers: no mask (is_causal) while the window covers all ``t``
+        frames, else a boolean window mask expanded over the batch."""
+        if t <= self.window:
+            return None, True
+        return self.window_mask(t, 0, device).expand(b, 1, t, t), False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         cos, sin = self.rotary(torch.arange(t, device=x.device)[None])
-        # As transformers: no mask (is_causal) while the window covers the whole input, else a boolean
-        # mask, expanded over the batch.
-        mask = None if t <= self.window else self.window_mask(t, 0, x.device).expand(b, 1, t, t)
+        mask, causal = self._offline_mask(b, t, x.device)
         for layer in self.layers:
-            x = layer(x, cos, sin, mask)
+            x = layer(x, cos, sin, mask, causal)
         return x
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> TransformerState:
@@ -180,18 +186,26 @@ class MimiTransformer(nn.Module):
         )
 
     def step(self, x: torch.Tensor, state: TransformerState) -> torch.Tensor:
-        """The next ``T`` frames ``[B, T, D]`` of each stream (T may be 0), with the cached past."""
+        """The next ``T`` frames ``[B, T, D]`` of each stream (T may be 0), with the cached past.
+
+        A first step is computed exactly as :meth:`forward` (same calls on the same shapes), so a whole
+        signal given in one step gives the offline floats; later steps attend over the cache with an
+        explicit window mask (no mask when one query sees all its keys).
+        """
         b, t, _ = x.shape
         if t == 0:
             return x
         cache = state.layers[0]
         past = 0 if cache.keys is None else cache.keys.shape[2]
         positions = state.positions[:, None] + torch.arange(t, device=x.device)
+        if past == 0:  # a fresh stream: forward's calls (RoPE positions broadcast elementwise, same floats)
+            mask, causal = self._offline_mask(b, t, x.device)
+        else:
+            full = self.window_mask(t, past, x.device)
+            mask, causal = (None, False) if bool(full.all()) else (full, False)
         cos, sin = self.rotary(positions)
-        mask = self.window_mask(t, past, x.device)
-        mask_or_none = None if bool(mask.all()) else mask  # one query seeing all its keys needs no mask
         keep = self.window - 1
         for layer, st in zip(self.layers, state.layers, strict=True):
-            x = layer(x, cos, sin, mask_or_none, st, keep)
+            x = layer(x, cos, sin, mask, causal, st, keep)
         state.positions = state.positions + t
         return x
