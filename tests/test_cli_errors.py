@@ -188,7 +188,7 @@ def test_audio_writer_full_disk_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_compress_full_disk_leaves_nothing(hf_24k, wav, tmp_path, monkeypatch):
-    from rvqkit import bitstream
+    from rvqkit import compress as bitstream
     from rvqkit.cli import app, load_commands
 
     _, folder = hf_24k

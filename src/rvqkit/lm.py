@@ -155,7 +155,8 @@ class _Transformer(nn.Module):
 
 
 class EntropyLM(nn.Module):
-    """Predicts each codebook's next code from the previous frames (see the module docstring)."""
+    """Predicts each codebook's next code from the previous frames (see the module docstring); the
+    :class:`rvqkit.bitstream.Predictor` the ``.ecdc`` entropy coder takes."""
 
     def __init__(self, cfg: LMConfig | None = None) -> None:
         super().__init__()
@@ -169,6 +170,19 @@ class EntropyLM(nn.Module):
     def initial_state(self) -> LMState:
         """State at the start of a segment (Meta resets the LM for each segment)."""
         return LMState()
+
+    def check_codec(self, config: CodecConfig) -> None:
+        """Raise ``ValueError`` unless this is the LM Meta pairs with the model ``config``."""
+        want = LMConfig.for_codec(config)
+        if self.cfg != want:
+            raise ValueError(
+                f"the LM given is for another model ({self.cfg.n_q} codebooks, context "
+                f"{self.cfg.past_context}); {config.name} needs {want.n_q} codebooks, context {want.past_context}"
+            )
+
+    def decode_hint(self) -> str:
+        """Why an LM-coded stream may not decode although intact: see :func:`mismatch_hint`."""
+        return mismatch_hint()
 
     @torch.inference_mode()
     def step(self, previous: torch.Tensor | None, state: LMState, n_q: int) -> tuple[torch.Tensor, LMState]:

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-import numpy as np
 import torch
+
+from .bitpack import REVERSE, BitReader
 
 RANGE_BITS = 24  # the coder's working precision: ranges are kept at least 2**24 wide
 MIN_RANGE = 2  # every symbol keeps at least this many of the 2**24 slots
 ROUNDOFF = 1e-8  # probabilities are floored to this step first (robust to tiny LM differences)
-
-# REVERSE[b] is byte b with its 8 bits in the opposite order: the stream is LSB-first per byte, the
-# arithmetic below works MSB-first.
-REVERSE = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
 class ArithmeticError_(ValueError):
@@ -120,62 +117,6 @@ class ArithmeticEncoder:
         out = self.take_bytes()
         self.__init__(self.range_bits)  # type: ignore[misc]
         return out
-
-
-class BitReader:
-    """Reads bits in stream order from bytes that may arrive in pieces (LSB-first within each byte)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()  # bit-reversed bytes: stream order is MSB-first here
-        self._pos = 0  # bit position in _buf
-
-    def feed(self, data: bytes) -> None:
-        drop = self._pos >> 3
-        if drop:
-            del self._buf[:drop]
-            self._pos -= 8 * drop
-        self._buf += data.translate(REVERSE)
-
-    @property
-    def available(self) -> int:
-        """Bits not yet read."""
-        return 8 * len(self._buf) - self._pos
-
-    def read(self, n: int) -> int:
-        """The next ``n`` bits as an integer, the first bit most significant (caller checks availability)."""
-        start = self._pos >> 3
-        end = (self._pos + n + 7) >> 3
-        chunk = int.from_bytes(self._buf[start:end], "big")
-        extra = 8 * (end - start) - (self._pos - 8 * start) - n
-        self._pos += n
-        return (chunk >> extra) & ((1 << n) - 1)
-
-    def read_array(self, count: int, bits: int) -> np.ndarray:
-        """``count`` values of ``bits`` bits, each stored least significant bit first (int64)."""
-        start = self._pos >> 3
-        skip = self._pos & 7
-        end = (self._pos + count * bits + 7) >> 3
-        raw = np.frombuffer(bytes(self._buf[start:end]), dtype=np.uint8)
-        stream = np.unpackbits(raw, bitorder="big")[skip : skip + count * bits]
-        self._pos += count * bits
-        weights = np.left_shift(1, np.arange(bits, dtype=np.int64))
-        return stream.reshape(count, bits).astype(np.int64) @ weights
-
-    def align(self) -> None:
-        """Skip to the next byte boundary (the rest of a partly read byte is padding)."""
-        self._pos = (self._pos + 7) & ~7
-
-    def take_bytes(self, n: int) -> bytes:
-        """``n`` whole bytes from a byte boundary (e.g. a segment's scale)."""
-        start = self._pos >> 3
-        self._pos += 8 * n
-        return bytes(self._buf[start : start + n]).translate(REVERSE)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int) -> None:
-        self._pos = pos
 
 
 class NeedMoreData(Exception):

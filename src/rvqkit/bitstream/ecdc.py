@@ -1,16 +1,15 @@
-"""Meta's ``.ecdc`` container: header, segment framing, writer and reader (whole files or frame by frame).
+"""Meta's ``.ecdc`` container: segment framing, writer and reader (whole files or frame by frame).
 
-Layout (all of it is what Meta's ``encodec`` command line tool reads and writes)::
+After the header (:mod:`.header`), per segment (the 24 kHz model: one segment, the whole signal;
+48 kHz: 1 s segments)::
 
-    "ECDC"  uint8 version (0)  uint32 big-endian n  n bytes of UTF-8 JSON {"m", "al", "nc", "lm"}
-    then per segment (the 24 kHz model: one segment, the whole signal; 48 kHz: 1 s segments):
-        [float32 big-endian scale]          48 kHz model only (per-segment RMS)
-        codes, time-major (all nc codebooks of frame t before frame t + 1), either
-          - packed 10 bits each, LSB first, the last byte zero-padded   ("lm": false), or
-          - arithmetic-coded with the LM, reset at each segment, padded ("lm": true)
+    [float32 big-endian scale]          48 kHz model only (per-segment RMS)
+    codes, time-major (all nc codebooks of frame t before frame t + 1), either
+      - packed 10 bits each, LSB first, the last byte zero-padded   ("lm": false), or
+      - arithmetic-coded with the LM, reset at each segment, padded ("lm": true)
 
-``m`` is the model name, ``al`` the audio length in samples at the model rate, ``nc`` the number of
-codebooks. A segment's frame count follows from ``al``: ``ceil(segment samples / 320)``.
+A segment's frame count follows from the header's length: ``ceil(segment samples / 320)``. The LM is
+any :class:`~.predictor.Predictor`.
 
 :class:`EcdcWriter` writes frames as they come (a live stream), :class:`EcdcReader` takes bytes as
 they arrive and hands back every frame that is complete (a growing file), and :func:`write_ecdc` /
@@ -20,7 +19,7 @@ they arrive and hands back every frame that is complete (a growing file), and :f
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import struct
@@ -34,130 +33,14 @@ import torch
 
 from ..config import PRESETS, CodecConfig
 from ..encoded import Encoded
-from ..errors import CodesError
-from ..framing import segment_bounds
-from ..lm import EntropyLM, LMConfig, LMState, mismatch_hint
-from .arith import (
-    ArithmeticDecoder,
-    ArithmeticEncoder,
-    ArithmeticError_,
-    BitReader,
-    NeedMoreData,
-    quantized_cdf,
-)
-from .bitpack import BitPacker
+from .arith import ArithmeticDecoder, ArithmeticEncoder, ArithmeticError_, NeedMoreData, quantized_cdf
+from .bitpack import BitPacker, BitReader
+from .header import PREFIX, BitstreamError, EcdcHeader
+from .predictor import Predictor, check_predictor
 
-MAGIC = b"ECDC"
-VERSION = 0
-_PREFIX = struct.Struct("!4sBI")  # magic, version, JSON length
 _SCALE = struct.Struct("!f")
-MAX_META_BYTES = 1 << 16  # Meta's metadata is ~60 bytes; anything near this is not an .ecdc file
-MAX_SECONDS = 24 * 3600  # longest audio a header may declare
-LIVE_LENGTH_WIDTH = 20  # characters reserved for "al" in a live file's header, patched at close
 READ_CHUNK = 1 << 16
 MAX_CHUNK_FRAMES = 256  # LM-decoded frames per FrameChunk
-
-
-class BitstreamError(CodesError):
-    """An ``.ecdc`` file or stream that is malformed, truncated, or cannot be used with this model."""
-
-
-# -- header ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EcdcHeader:
-    """The metadata of an ``.ecdc`` file.
-
-    Attributes:
-        model: model name (``encodec_24khz`` / ``encodec_48khz``).
-        audio_length: samples at the model rate; 0 in a live file whose writer has not finished.
-        n_q: codebooks per frame.
-        use_lm: whether the codes are arithmetic-coded with the LM.
-    """
-
-    model: str
-    audio_length: int
-    n_q: int
-    use_lm: bool
-
-    @property
-    def config(self) -> CodecConfig:
-        return PRESETS[self.model]
-
-    @property
-    def live(self) -> bool:
-        return self.audio_length == 0
-
-    def segment_frames(self) -> list[int]:
-        """Code frames in each segment (empty while the length is unknown)."""
-        if self.live:
-            return []
-        hop = self.config.hop_length
-        return [math.ceil((e - s) / hop) for s, e in segment_bounds(self.config, self.audio_length)]
-
-    def to_bytes(self, live: bool = False) -> bytes:
-        """The header bytes, JSON exactly as Meta's tool writes it; ``live`` reserves room to patch ``al``."""
-        al: Any = self.audio_length
-        meta = {"m": self.model, "al": al, "nc": self.n_q, "lm": self.use_lm}
-        if live:  # a fixed-width number (JSON allows the spaces), so that close() can patch it in place
-            meta["al"] = 0
-            text = json.dumps(meta).replace('"al": 0,', '"al": ' + str(al).ljust(LIVE_LENGTH_WIDTH) + ",", 1)
-        else:
-            text = json.dumps(meta)
-        raw = text.encode("utf-8")
-        return _PREFIX.pack(MAGIC, VERSION, len(raw)) + raw
-
-    @classmethod
-    def parse_prefix(cls, data: bytes) -> int:
-        """Check magic and version of the first 9 bytes; return the JSON length."""
-        magic, version, size = _PREFIX.unpack(data)
-        if magic != MAGIC:
-            raise BitstreamError("not an .ecdc file (the magic bytes are not ECDC)")
-        if version != VERSION:
-            raise BitstreamError(f".ecdc version {version} is not supported (only version {VERSION})")
-        if size > MAX_META_BYTES:
-            raise BitstreamError(f"corrupt .ecdc header: metadata length {size} bytes is absurd")
-        return size
-
-    @classmethod
-    def parse_meta(cls, raw: bytes) -> EcdcHeader:
-        """Validate the JSON metadata (types, known model, bounded numbers)."""
-        try:
-            meta = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise BitstreamError(f"corrupt .ecdc metadata (not JSON: {e})") from None
-        if not isinstance(meta, dict) or not {"m", "al", "nc", "lm"} <= meta.keys():
-            raise BitstreamError('corrupt .ecdc metadata (expected the keys "m", "al", "nc", "lm")')
-        model, al, nc, lm = meta["m"], meta["al"], meta["nc"], meta["lm"]
-        if not isinstance(model, str) or model not in PRESETS:
-            raise BitstreamError(
-                f".ecdc file made by an unknown model {model!r} (known: {', '.join(PRESETS)})"
-            )
-        cfg = PRESETS[model]
-        if type(al) is not int or not 0 <= al <= MAX_SECONDS * cfg.sampling_rate:
-            raise BitstreamError(f"corrupt .ecdc metadata: audio length {al!r} samples is absurd")
-        if type(nc) is not int or not 1 <= nc <= cfg.num_quantizers:
-            raise BitstreamError(
-                f"corrupt .ecdc metadata: {nc!r} codebooks (the {model} model has 1..{cfg.num_quantizers})"
-            )
-        if type(lm) is not bool:
-            raise BitstreamError(f'corrupt .ecdc metadata: "lm" must be true or false, got {lm!r}')
-        return cls(model, al, nc, lm)
-
-
-def check_lm(lm: EntropyLM | None, header: EcdcHeader) -> EntropyLM:
-    """The LM, checked to be the one for the header's model."""
-    if lm is None:
-        raise BitstreamError(
-            "this .ecdc stream is entropy-coded with the LM; give the LM checkpoint "
-            f"(encodec_lm_{header.model.split('_')[-1]}-*.th, e.g. --lm-model PATH)"
-        )
-    want = LMConfig.for_codec(header.config)
-    if lm.cfg != want:
-        raise BitstreamError(
-            f"the LM given is for another model ({lm.cfg.n_q} codebooks, context {lm.cfg.past_context}); "
-            f"{header.model} needs {want.n_q} codebooks, context {want.past_context}"
-        )
-    return lm
 
 
 # -- writing ---------------------------------------------------------------------------------------------
@@ -184,7 +67,7 @@ class EcdcWriter:
         model: str,
         n_q: int,
         audio_length: int | None = None,
-        lm: EntropyLM | None = None,
+        lm: Predictor | None = None,
     ) -> None:
         self.fo = fileobj
         live = audio_length is None
@@ -198,13 +81,11 @@ class EcdcWriter:
                     f"audio length must be a positive number of samples, got {audio_length!r}"
                 )
             audio_length = int(audio_length)
-        self.header = EcdcHeader.parse_meta(
-            json.dumps(
-                {"m": model, "al": 0 if live else audio_length, "nc": n_q, "lm": lm is not None}
-            ).encode()
-        )
+        if isinstance(n_q, np.integer):
+            n_q = int(n_q)
+        self.header = EcdcHeader(model, 0 if live else audio_length, n_q, lm is not None)
         if lm is not None:
-            check_lm(lm, self.header)
+            check_predictor(lm, self.header)
         self.lm = lm
         self._header_at: int | None = None
         if live:
@@ -221,7 +102,7 @@ class EcdcWriter:
         self.frames_written = 0
         self._packer: BitPacker | None = None
         self._coder: ArithmeticEncoder | None = None
-        self._lm_state: LMState | None = None
+        self._lm_state: Any = None
         self._previous: torch.Tensor | None = None
         self.closed = False
 
@@ -316,11 +197,14 @@ class EcdcWriter:
         else:
             if audio_length is None:
                 raise BitstreamError("a live .ecdc stream needs its audio length (samples) at close")
-            final = EcdcHeader(self.header.model, int(audio_length), self.header.n_q, self.header.use_lm)
+            try:  # a length beyond what a header may declare is a mismatch too
+                final = dataclasses.replace(self.header, audio_length=int(audio_length))
+            except BitstreamError:
+                final = self.header
             plan = final.segment_frames()
             done = [*([None] * self._segment), self._frames_in_segment]
             if (
-                audio_length <= 0
+                final.live
                 or len(plan) != len(done)
                 or plan[-1] != done[-1]
                 or self.frames_written != sum(plan)
@@ -340,7 +224,7 @@ class EcdcWriter:
         self.closed = True
 
 
-def write_ecdc(fileobj: IO[bytes], encoded: Encoded, lm: EntropyLM | None = None) -> None:
+def write_ecdc(fileobj: IO[bytes], encoded: Encoded, lm: Predictor | None = None) -> None:
     """Write one encoded signal (batch of 1) as ``.ecdc``; with ``lm``, entropy-coded."""
     if encoded.batch_size != 1:
         raise BitstreamError(f".ecdc holds one signal; got a batch of {encoded.batch_size}")
@@ -383,9 +267,9 @@ class EcdcReader:
     (``al`` still 0) learns its length with :meth:`set_audio_length` once the writer has filled it in.
     """
 
-    def __init__(self, lm: EntropyLM | None = None) -> None:
+    def __init__(self, lm: Predictor | None = None) -> None:
         self._lm_given = lm
-        self.lm: EntropyLM | None = None
+        self.lm: Predictor | None = None
         self._bits = BitReader()
         self.header: EcdcHeader | None = None
         self._meta_size: int | None = None
@@ -394,9 +278,9 @@ class EcdcReader:
         self._in_segment = 0  # frames decoded in the current segment; -1 = segment not started
         self._scale: float | None = None
         self._decoder: ArithmeticDecoder | None = None
-        self._lm_state: LMState | None = None
+        self._lm_state: Any = None
         self._previous: torch.Tensor | None = None
-        self._pending: tuple[list[list[int]], LMState] | None = None  # next frame's CDFs and LM state
+        self._pending: tuple[list[list[int]], Any] | None = None  # next frame's CDFs and LM state
         self.frames_read = 0
         self.done = False
 
@@ -405,11 +289,7 @@ class EcdcReader:
         """Give the final length of a live stream (read back from its header once the writer closed)."""
         if self.header is None or not self.header.live:
             return
-        final = EcdcHeader.parse_meta(
-            json.dumps(
-                {"m": self.header.model, "al": audio_length, "nc": self.header.n_q, "lm": self.header.use_lm}
-            ).encode()
-        )
+        final = dataclasses.replace(self.header, audio_length=audio_length)
         plan = final.segment_frames()
         if final.live or len(plan) < self._segment + 1 or self.frames_read > sum(plan):
             raise BitstreamError(
@@ -437,8 +317,8 @@ class EcdcReader:
             while not self.done and self._step(out):
                 pass
         except ArithmeticError_ as e:
-            hint = mismatch_hint() if self.lm is not None else ""
-            raise BitstreamError(f"corrupt .ecdc data in segment {self._segment}: {e}{hint}") from None
+            hint = self.lm.decode_hint() if self.lm is not None else ""
+            raise BitstreamError(f"corrupt .ecdc data in segment {self._segment}: {e}{hint}") from e
         return out
 
     def _need_bytes(self, n: int) -> bool:
@@ -448,15 +328,15 @@ class EcdcReader:
         """Make one unit of progress; False when more bytes are needed."""
         if self.header is None:
             if self._meta_size is None:
-                if not self._need_bytes(_PREFIX.size):
+                if not self._need_bytes(PREFIX.size):
                     return False
-                self._meta_size = EcdcHeader.parse_prefix(self._bits.take_bytes(_PREFIX.size))
+                self._meta_size = EcdcHeader.parse_prefix(self._bits.take_bytes(PREFIX.size))
             if not self._need_bytes(self._meta_size):
                 return False
             self.header = EcdcHeader.parse_meta(self._bits.take_bytes(self._meta_size))
             self._plan = self.header.segment_frames()
             if self.header.use_lm:
-                self.lm = check_lm(self._lm_given, self.header)
+                self.lm = check_predictor(self._lm_given, self.header)
             return True
         assert self.header is not None
         cfg = self.header.config
@@ -540,7 +420,7 @@ class EcdcReader:
             raise BitstreamError(
                 f"truncated .ecdc file: {self.frames_read} of {sum(self._plan)} frames "
                 f"(segment {max(self._segment, 0) + 1} of {len(self._plan)})"
-                + (mismatch_hint() if self.lm is not None else "")
+                + (self.lm.decode_hint() if self.lm is not None else "")
             )
 
 
@@ -557,7 +437,7 @@ def _read_chunks(fileobj: IO[bytes]) -> Iterator[bytes]:
 
 def read_header(fileobj: IO[bytes]) -> tuple[EcdcHeader, bytes]:
     """The header of a stream and its raw bytes (to hand on to an :class:`EcdcReader`)."""
-    prefix = _read_exact(fileobj, _PREFIX.size)
+    prefix = _read_exact(fileobj, PREFIX.size)
     size = EcdcHeader.parse_prefix(prefix)
     meta = _read_exact(fileobj, size)
     return EcdcHeader.parse_meta(meta), prefix + meta
@@ -578,7 +458,7 @@ def _read_exact(fileobj: IO[bytes], n: int) -> bytes:
 
 def iter_chunks(
     fileobj: IO[bytes],
-    lm: EntropyLM | None = None,
+    lm: Predictor | None = None,
     already_read: bytes = b"",
     reader: EcdcReader | None = None,
 ) -> Iterator[FrameChunk]:
@@ -597,7 +477,7 @@ def iter_chunks(
     reader.finish()
 
 
-def read_ecdc(fileobj: IO[bytes], lm: EntropyLM | None = None, already_read: bytes = b"") -> Encoded:
+def read_ecdc(fileobj: IO[bytes], lm: Predictor | None = None, already_read: bytes = b"") -> Encoded:
     """Read a whole ``.ecdc`` stream into an :class:`~rvqkit.Encoded` (batch of 1); ``lm`` is needed
     for entropy-coded streams; ``already_read`` as in :func:`iter_chunks`."""
     reader = EcdcReader(lm)
@@ -608,7 +488,7 @@ def read_ecdc(fileobj: IO[bytes], lm: EntropyLM | None = None, already_read: byt
 
 def follow_ecdc(
     path: str | os.PathLike[str],
-    lm: EntropyLM | None = None,
+    lm: Predictor | None = None,
     poll_s: float = 0.05,
     idle_timeout_s: float = 10.0,
 ) -> Iterator[FrameChunk]:
@@ -645,10 +525,10 @@ def follow_ecdc(
 
 def _peek_header(fd: int, reader: EcdcReader) -> EcdcHeader | None:
     size = reader._meta_size or 0
-    raw = os.pread(fd, _PREFIX.size + size, 0)
-    if len(raw) < _PREFIX.size + size:
+    raw = os.pread(fd, PREFIX.size + size, 0)
+    if len(raw) < PREFIX.size + size:
         return None
-    return EcdcHeader.parse_meta(raw[_PREFIX.size :])
+    return EcdcHeader.parse_meta(raw[PREFIX.size :])
 
 
 def encoded_from_chunks(header: EcdcHeader, chunks: list[FrameChunk]) -> Encoded:

@@ -52,7 +52,7 @@ def _near(model: str) -> Path | None:
 
 
 def _resolve_lm(lm_model: Path | None, model_name: str, model: str):
-    from ..bitstream import resolve_lm
+    from ..compress import resolve_lm
 
     with err.status("Loading the entropy-coding LM ..."):
         return resolve_lm(lm_model, model_name, near=_near(model))
@@ -81,9 +81,7 @@ def compress(
 ) -> None:
     """Compress audio to an .ecdc file, bit-compatible with Meta's `encodec` tool (any length, bounded
     memory: the file is read, encoded and written block by block)."""
-    from ..atomic import write_atomic
-    from ..bitstream import compress_file
-    from ..errors import os_error
+    from ..compress import compress_path
     from .codec import audio_seconds
 
     check_output(output, overwrite, (input,))
@@ -91,19 +89,9 @@ def compress(
     codec = load_codec(model, device)
     n_q = codec.n_q_for(bandwidth)
     model_lm = _resolve_lm(lm_model, codec.name, model) if lm else None
-    length = 0
-
-    def write(tmp: Path) -> None:
-        nonlocal length
-        with open(tmp, "wb") as f:
-            length = compress_file(f, codec, input, bandwidth, model_lm, threads, progress=update)
-
     label = f"compress {bandwidth:g} kbps" + (" (LM)" if lm else "")
     with progress_bar(label, seconds) as update:
-        try:
-            write_atomic(output, write)  # a failed or killed run never leaves a truncated .ecdc
-        except OSError as e:
-            raise os_error(e, output, output=True) from e
+        length = compress_path(codec, input, output, bandwidth, model_lm, threads, progress=update)
     size = output.stat().st_size
     err.print(
         f"wrote {escape(str(output))}: {size} bytes, {8 * size / 1000 / (length / codec.sample_rate):.2f} kbps "
@@ -124,29 +112,19 @@ def decompress(
 ) -> None:
     """Decompress an .ecdc file to audio; the model is the one its metadata names (any length, bounded
     memory: read, decoded and written block by block)."""
-    from ..bitstream import BitstreamError, decompress_file, read_header
-    from ..errors import os_error
+    from ..compress import check_model, decompress_path, ecdc_header
     from ..weights import HUB_IDS
 
     check_input(input)
     check_output(output, overwrite, (input,))
-    try:
-        f = open(input, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise os_error(e, input, output=False) from e
-    with f:
-        header, raw = read_header(f)
-        source = model or HUB_IDS.get(header.model, header.model)
-        codec = load_codec(source, device)
-        if codec.name != header.model:
-            raise BitstreamError(f"{input} was made by {header.model}; the model given is {codec.name}")
-        model_lm = _resolve_lm(lm_model, header.model, source) if header.use_lm else None
-        seconds = header.audio_length / codec.sample_rate
-        label = "decompress" + (" (LM)" if header.use_lm else "")
-        with progress_bar(label, seconds) as update:
-            n = decompress_file(
-                f, codec, output, model_lm, threads, already_read=raw, overwrite=overwrite, progress=update
-            )
+    header = ecdc_header(input)
+    source = model or HUB_IDS.get(header.model, header.model)
+    codec = load_codec(source, device)
+    check_model(header, codec, str(input))
+    model_lm = _resolve_lm(lm_model, header.model, source) if header.use_lm else None
+    label = "decompress" + (" (LM)" if header.use_lm else "")
+    with progress_bar(label, header.audio_length / codec.sample_rate) as update:
+        header, n = decompress_path(input, output, codec, model_lm, threads, overwrite, progress=update)
     err.print(
         f"wrote {escape(str(output))} ({n / codec.sample_rate:.2f} s, {codec.sample_rate} Hz, "
         f"{header.n_q} codebooks)"

@@ -95,22 +95,16 @@ def decode_job(turn: Turn, codec: Codec, enc: Encoded, n_q: int | None, settings
 
 def compress_job(turn: Turn, codec: Codec, data: bytes, bandwidth: float, settings: ServerSettings) -> bytes:
     """Encode uploaded audio piece by piece and write it as ``.ecdc`` bytes (no entropy coding)."""
-    from ..bitstream.ecdc import write_ecdc
+    from ..compress import ecdc_bytes
 
-    enc = encode_job(turn, codec, data, bandwidth, settings)
-    buf = io.BytesIO()
-    write_ecdc(buf, enc)
-    return buf.getvalue()
+    return ecdc_bytes(encode_job(turn, codec, data, bandwidth, settings))
 
 
 def decompress_job(turn: Turn, codec: Codec, data: bytes, settings: ServerSettings) -> bytes:
     """Read an ``.ecdc`` file (its header already checked) and decode it piece by piece to WAV bytes. An
     entropy-coded file's LM decoding is one piece."""
-    from ..bitstream import resolve_lm
-    from ..bitstream.ecdc import read_ecdc, read_header
+    from ..compress import read_codes
 
-    fo = io.BytesIO(data)
-    header, raw = read_header(fo)
-    enc = read_ecdc(fo, lm=resolve_lm(None, header.model) if header.use_lm else None, already_read=raw)
+    enc = read_codes(data, codec)
     turn.piece_done()
     return decode_job(turn, codec, enc, None, settings)
