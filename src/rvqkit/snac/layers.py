@@ -64,7 +64,10 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
+        y = self.block(x)
+        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+            return x + y
+        return y.add_(x)  # y + x == x + y exactly; in place saves a tensor the size of the activations
 
 
 class EncoderBlock(nn.Module):
