@@ -108,6 +108,16 @@ def _read_json(path: Path) -> dict:
 def build_mimi(config: MimiConfig, state_dict: dict[str, torch.Tensor], where: str = "weights") -> MimiModel:
     """A :class:`MimiModel` holding ``state_dict`` (rvqkit names), checked tensor by tensor."""
     model = MimiModel(config)
+    for part, want in (
+        ("semantic", config.num_semantic_quantizers),
+        ("acoustic", config.num_quantizers - config.num_semantic_quantizers),
+    ):
+        books = state_dict.get(f"quantizer.{part}.codebooks")
+        if books is not None and books.shape[0] != want:
+            raise WeightsError(
+                f"{where} holds {books.shape[0]} {part} codebooks, the config {want} (num_quantizers "
+                f"{config.num_quantizers}, num_semantic_quantizers {config.num_semantic_quantizers})"
+            )
     check_tensors(model.state_dict(), state_dict, where=where, owner="the Mimi model")
     model.load_state_dict({k: v.float() for k, v in state_dict.items()})
     return model.eval()
