@@ -248,7 +248,7 @@ class TokenLayout:
         """Sequences ``[g, streams, length]`` of code ids ``[g, n_q, frames]`` laid out by ``pat``."""
         g = ids.shape[0]
         src = torch.cat([ids.reshape(g, -1), self._specials.expand(g, -1)], dim=1)
-        return src[:, pat.source].view(g, pat.streams, pat.length)
+        return src.index_select(1, pat.source).view(g, pat.streams, pat.length)
 
     def encode_item(self, codes: Any) -> torch.Tensor:
         """Ids of one item's codes ``[n_q', frames]`` (checked): ``[length]`` or ``[n_q, length]``."""
@@ -280,13 +280,14 @@ class TokenLayout:
             rows = (lengths == n).nonzero().reshape(-1)
             pat = self.pattern(n)
             cols = self._columns(pat.length, longest)
-            out[rows[:, None], :, cols] = self._gather(ids[rows, :, :n], pat).transpose(1, 2)
-            mask[rows[:, None], cols] = True
+            out[rows, :, cols] = self._gather(ids[rows, :, :n], pat)
+            mask[rows, cols] = True
         return TokenBatch(out if self.multi_stream else out[:, 0], mask)
 
-    def _columns(self, n: int, longest: int) -> torch.Tensor:
+    def _columns(self, n: int, longest: int) -> slice:
         """Where an item of ``n`` positions sits in a batch padded to ``longest`` (``padding_side``)."""
-        return torch.arange(n) + (longest - n if self.padding_side == "left" else 0)
+        start = longest - n if self.padding_side == "left" else 0
+        return slice(start, start + n)
 
     def pad_items(self, items: Sequence[torch.Tensor]) -> TokenBatch:
         """Stack per-item ids into a padded :class:`TokenBatch` (padding on ``padding_side``)."""
@@ -321,14 +322,24 @@ class TokenLayout:
         if not self.multi_stream:
             t = t[:, None]
         sizes = m.sum(-1)
-        # positions of each item's masked cells, in order: the first sizes[b] of row b
-        where = torch.sort((~m).to(torch.int8), dim=-1, stable=True).indices
+        first, one_run = torch.zeros_like(sizes), torch.ones_like(sizes, dtype=torch.bool)
+        if m.shape[-1]:  # where each item starts, and whether its mask is one run (it usually is)
+            first = m.to(torch.int8).argmax(-1)
+            one_run = (sizes == 0) | (m.flip(-1).to(torch.int8).argmax(-1) == m.shape[-1] - first - sizes)
+        where: torch.Tensor | None = None
         results: list[tuple[torch.Tensor, torch.Tensor]] = []
         errors: list[TokenError] = []
         for n in sizes.unique().tolist():  # one check per distinct item length
             rows = (sizes == n).nonzero().reshape(-1)
-            pos = where[rows, :n]
-            seq = t[rows[:, None], :, pos].transpose(1, 2)  # [g, streams, n]
+            start = int(first[rows[0]])
+            if bool(one_run[rows].all()) and bool((first[rows] == start).all()):
+                seq = t[rows, :, start : start + n]  # [g, streams, n]
+                pos = torch.arange(start, start + n).expand(len(rows), n)
+            else:  # the masked positions of each row, in order
+                if where is None:
+                    where = torch.sort((~m).to(torch.int8), dim=-1, stable=True).indices
+                pos = where[rows, :n]
+                seq = t[rows[:, None], :, pos].transpose(1, 2)
             try:
                 results.append((rows, self._decode_rows(seq, rows, pos)))
             except TokenError as e:
@@ -388,14 +399,13 @@ class TokenLayout:
             raise self._length_error(seq[0], int(rows[0]), pos[0])
         pat = self.pattern(frames)
         flat = seq.reshape(g, -1)
-        bad_fill = flat[:, pat.fill_cells] != self._specials[pat.fill_kind]
-        grid = flat[:, pat.code_cells].view(g, self.n_q, frames)
-        codes = self.vocab.ids_to_codes(grid)
-        bad_code = ((codes < 0) | (codes >= self.codebook_size)).view(g, -1)[:, pat.code_order]
-        bad_items = (bad_fill.any(1) | bad_code.any(1)).nonzero()
-        if not len(bad_items):
+        bad_fill = flat.index_select(1, pat.fill_cells) != self._specials[pat.fill_kind]
+        codes = self.vocab.ids_to_codes(flat.index_select(1, pat.code_cells).view(g, self.n_q, frames))
+        bad_code = (codes < 0) | (codes >= self.codebook_size)
+        if not (bad_fill.any() or bad_code.any()):
             return codes
-        i = int(bad_items[0])
+        bad_code = bad_code.view(g, -1)[:, pat.code_order]
+        i = int((bad_fill.any(1) | bad_code.any(1)).nonzero()[0])
         if bad_fill[i].any():
             j = int(bad_fill[i].nonzero()[0])
             cell, kind = int(pat.fill_cells[j]), int(pat.fill_kind[j])
