@@ -1,6 +1,7 @@
 """WebSocket streaming of the codec server: streamed codes equal offline ``encode`` for random chunk
-sizes (compared as tests/test_stream.py does at 24 kHz; bit-exact at 48 kHz), the decode socket equals
-offline ``decode``, the scheduler batches streams into shared calls, and the limits refuse clearly."""
+sizes (compared as tests/test_stream.py does at 24 kHz; bit-exact at 48 kHz) and, bit for bit, offline
+encoding through an engine of the server's configuration; the decode socket equals offline ``decode``;
+streams share the engine's batched calls; and the limits refuse clearly."""
 
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ from conftest import make_signal
 from server_helpers import local_client, mismatched_frames
 from starlette.websockets import WebSocketDisconnect
 
-import rvqkit.stream as stream_mod
+from rvqkit.engine import Engine
+from rvqkit.packets import CodePacket
 from rvqkit.server import ServerSettings, create_app
-from rvqkit.server.sockets import _Stream, round_sizes
+from rvqkit.server.sockets import STEP_SAMPLES, decode_offline, encode_offline
 
 SR = 24000
+STEP_FRAMES = STEP_SAMPLES // 320  # 6 frames per 80 ms feed
+
+
+def server_engine(codec, settings: ServerSettings | None = None) -> Engine:
+    """A fresh engine of the server's configuration (fp32, batched, max_streams slots, 80 ms feeds)."""
+    slots = (settings or ServerSettings()).max_streams
+    return Engine(codec.model, codec.device, "fp32", "batched", slots, STEP_SAMPLES)
 
 
 @pytest.fixture(scope="module")
@@ -87,30 +96,40 @@ def test_encode_socket_s16le(client24, codec24):
 
 
 def test_codes_come_as_soon_as_final(client24, codec24):
-    """After the 7-frame start-up, every 320 samples sent give one frame back before the end."""
-    x = make_signal(SR // 2, 1, SR, seed=5)
+    """Codes come per 80 ms engine feed, as soon as its last sample is in: after the 7-frame start-up
+    (which the second feed completes, so its message holds 12 frames), every 1920 samples sent give
+    their 6 frames back before the end, even when the step's samples arrive in several messages."""
+    x = make_signal(SR, 1, SR, seed=5)
     pcm = x.T.astype("<f4").tobytes()
     with client24.websocket_connect("/v1/stream/encode") as ws:
         ws.send_text(json.dumps({"sample_rate": SR, "channels": 1, "bandwidth": 1.5}))
         ws.receive_json()
-        ws.send_bytes(pcm[: 4 * 7 * 320])
+        ws.send_bytes(pcm[: 4 * 2 * STEP_SAMPLES])
         first = ws.receive_json()
-        assert first["start"] == 0 and len(first["codes"][0]) == 7
-        got = 7
-        for f in range(7, 20):
-            ws.send_bytes(pcm[4 * 320 * f : 4 * 320 * (f + 1)])
+        assert first["start"] == 0 and len(first["codes"][0]) == 2 * STEP_FRAMES
+        got = 2 * STEP_FRAMES
+        for k in range(2, 8):
+            step = pcm[4 * STEP_SAMPLES * k : 4 * STEP_SAMPLES * (k + 1)]
+            ws.send_bytes(step[:1001])  # a partial step (splitting a sample) waits for the rest
+            ws.send_bytes(step[1001:])
             m = ws.receive_json()
-            assert m["start"] == got and len(m["codes"][0]) == 1
-            got += 1
+            assert m["start"] == got and len(m["codes"][0]) == STEP_FRAMES
+            got += STEP_FRAMES
 
 
 def test_encode_socket_48k_is_exact(codec48):
+    """48 kHz: codes and scales equal, bit for bit, offline encoding through an engine of the server's
+    configuration; against ``Codec.encode`` (which computes its rows alone, not in batched rows) codes
+    equal except at near-ties and scales to float rounding."""
     x = make_signal(int(1.3 * 48000), 2, 48000, seed=11)
     offline = codec48.encode(x, 48000, bandwidth=6.0)
+    ref = server_engine(codec48).encode([torch.from_numpy(x)], codec48.n_q_for(6.0))[0]
     with local_client(create_app(codec48)) as client:
         codes, scales, msgs = stream_encode(client, x, 48000, 6.0, random_sizes(3, 100_000))
-        assert torch.equal(codes, offline.codes[0])
-        assert torch.equal(torch.tensor(scales), offline.scales[0])
+        assert torch.equal(codes, ref.codes)
+        assert torch.equal(torch.tensor(scales), ref.scales)
+        assert mismatched_frames(codes, offline.codes[0]) <= max(1, codes.shape[-1] // 100)
+        assert torch.allclose(torch.tensor(scales), offline.scales[0], rtol=1e-6, atol=0)
         # the codes messages, forwarded as they are, decode to the offline audio
         audio = stream_decode(client, msgs[:-1], length=x.shape[-1], channels=2)
     ref = codec48.decode(offline)[0].numpy()
@@ -188,39 +207,109 @@ def test_concurrent_streams_share_the_model(codec24):
         assert mismatched_frames(codes, offline) <= max(1, offline.shape[-1] // 100)
 
 
-@pytest.mark.skipif(not hasattr(stream_mod, "push_many"), reason="rvqkit.stream.push_many not available")
 @pytest.mark.parametrize("batching", [True, False])
-def test_scheduler_step_batches_all_streams(codec24, monkeypatch, batching):
-    """One scheduler step over 4 streams with 3 equal chunks each: with batching, one push_many call
-    per round over all 4 streams; without, one push per stream and round. Codes equal offline either way."""
-    calls = []
-    real = stream_mod.push_many
-
-    def spy(encoders, chunks):
-        calls.append(len(encoders))
-        return real(encoders, chunks)
-
-    monkeypatch.setattr(stream_mod, "push_many", spy)
+def test_scheduler_step_batches_all_streams(codec24, batching):
+    """One scheduler step over 4 streams with 3 equal 80 ms chunks and an end each: batched, the three
+    regular feeds of all 4 streams are one engine call each, plus one final call per stream (the
+    engine's rule); without batching one call per stream and feed. Codes equal offline either way."""
     app = create_app(codec24, ServerSettings(batching=batching))
     hub = app.state.hub
-    xs = [make_signal(3 * 1920 + 1000, 1, SR, seed=30 + i) for i in range(4)]
-    streams = [_Stream("encode", codec24.stream_encoder(3.0)) for _ in xs]
+    assert hub.batching == batching and hub.engine.rows == ("batched" if batching else "alone")
+    xs = [make_signal(3 * STEP_SAMPLES + 1000, 1, SR, seed=30 + i) for i in range(4)]
+    streams = [hub.open_encoder(codec24.n_q_for(3.0)) for _ in xs]
     for s, x in zip(streams, xs, strict=True):
-        s.pending = [x[:, i : i + 1920] for i in range(0, 3 * 1920, 1920)]
+        s.pending = [x[:, i : i + STEP_SAMPLES] for i in range(0, 3 * STEP_SAMPLES, STEP_SAMPLES)]
+        s.pending.append(x[:, 3 * STEP_SAMPLES :])
         s.end = True
-    jobs = [(s, *s.take()) for s in streams]
-    results = hub._step(jobs)
-    if batching:
-        assert calls == [4, 4, 4] and hub.calls == 3
-    else:
-        assert calls == [] and hub.calls == 12
-    for s, x, res in zip(streams, xs, results, strict=True):
-        assert res[-1] is None  # flushed
-        packets = [r for r in res[:-1]]
-        codes = torch.cat([p.codes for p in packets], dim=-1)[0]
-        offline = codec24.encode(x[:, : s.engine.samples_in], SR, bandwidth=3.0).codes[0]
-        assert codes.shape == offline.shape
-        assert mismatched_frames(codes, offline) <= 1
+    results = hub._step([(s, *s.take()) for s in streams])
+    assert hub.calls == (3 + 4 if batching else 4 * 4)
+    for x, res in zip(xs, results, strict=True):
+        assert len(res) == 2 and res[-1] is None  # one packet for the step, then the end marker
+        offline = encode_offline(hub.engine, torch.from_numpy(x), codec24.n_q_for(3.0))
+        assert torch.equal(res[0].codes, offline.codes)
+        assert res[0].codes.shape[-1] == codec24.encode(x, SR, bandwidth=3.0).codes.shape[-1]
+
+
+def test_concurrent_socket_streams_share_engine_calls(codec24):
+    """Six encode sockets sending 80 ms chunks of signals of different lengths, in random-size binary
+    messages, while a REST job holds the model: the engine then runs them together, in far fewer calls
+    than streams x feeds; and every stream's codes equal, bit for bit, offline encoding of its whole
+    signal through an engine of the server's configuration (exactly what the stream's feeds give), and
+    ``Engine.encode`` bit for bit up to its wider final feed (the last two steps)."""
+    rng = np.random.default_rng(3)
+    lengths = [int(n) for n in rng.integers(SR // 2, 2 * SR, 6)]
+    xs = [make_signal(n, 1, SR, seed=40 + i) for i, n in enumerate(lengths)]
+    n_q = codec24.n_q_for(6.0)
+    app = create_app(codec24)
+    hub = app.state.hub
+    with local_client(app) as client:
+        sockets = [client.websocket_connect("/v1/stream/encode").__enter__() for _ in xs]
+        for ws in sockets:
+            ws.send_text(json.dumps({"sample_rate": SR, "channels": 1, "bandwidth": 6.0}))
+            assert ws.receive_json()["type"] == "ready"
+        hub.gate.acquire(stream=False)  # the model busy: everything the streams send waits for it
+        try:
+            pcms = [x.T.astype("<f4").tobytes() for x in xs]
+            pos = [0] * len(xs)
+            while any(p < len(b) for p, b in zip(pos, pcms, strict=True)):
+                for i, ws in enumerate(sockets):
+                    n = int(rng.integers(1, 3 * 4 * STEP_SAMPLES))
+                    if pos[i] < len(pcms[i]):
+                        ws.send_bytes(pcms[i][pos[i] : pos[i] + n])
+                        pos[i] += n
+            for ws in sockets:
+                ws.send_text(json.dumps({"type": "end"}))
+            time.sleep(0.5)  # let every message reach the hub
+        finally:
+            hub.gate.release()
+        results = []
+        for ws in sockets:
+            msgs = []
+            while (m := ws.receive_json())["type"] == "codes":
+                msgs.append(torch.tensor(m["codes"]))
+            assert m["type"] == "done", m
+            results.append(torch.cat(msgs, dim=-1))
+            ws.__exit__(None, None, None)
+    feeds = sum(n // STEP_SAMPLES + 1 for n in lengths)
+    assert hub.calls < feeds / 2, (hub.calls, feeds)
+    engine = server_engine(codec24)
+    for x, codes in zip(xs, results, strict=True):
+        ref = encode_offline(engine, torch.from_numpy(x), n_q).codes[0]
+        assert torch.equal(codes, ref)
+        whole = engine.encode([torch.from_numpy(x)], n_q)[0].codes
+        assert codes.shape == whole.shape
+        assert torch.equal(codes[:, : -2 * STEP_FRAMES], whole[:, : -2 * STEP_FRAMES])
+        assert mismatched_frames(codes, whole) <= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_encode_stream_is_exact_for_any_chunking(client24, codec24, seed):
+    """One stream in random-size binary messages (splitting samples): its codes equal, bit for bit,
+    offline encoding through an engine of the server's configuration."""
+    x = make_signal(int((0.7 + seed) * SR) + 13 * seed, 1, SR, seed=50 + seed)
+    codes, _, _ = stream_encode(client24, x, SR, 3.0, random_sizes(seed + 5, 4 * 5000))
+    ref = encode_offline(server_engine(codec24), torch.from_numpy(x), codec24.n_q_for(3.0))
+    assert torch.equal(codes, ref.codes[0])
+
+
+@pytest.mark.parametrize("known_length", [True, False])
+def test_decode_stream_equals_engine_offline(client24, codec24, known_length):
+    """Codes in random-size messages decode, bit for bit, to the engine's offline decode of them."""
+    x = make_signal(int(1.3 * SR) + 77, 1, SR, seed=9)
+    codes = codec24.encode(x, SR, bandwidth=6.0).codes[0]
+    rng = np.random.default_rng(4)
+    msgs, f = [], 0
+    while f < codes.shape[-1]:
+        k = int(rng.integers(1, 15))
+        msgs.append({"type": "codes", "codes": codes[:, f : f + k].tolist()})
+        f += k
+    audio = stream_decode(client24, msgs, length=x.shape[-1] if known_length else None)
+    ref = decode_offline(server_engine(codec24), CodePacket(codes[None]))[0].numpy()
+    assert ref.shape[-1] == codes.shape[-1] * 320
+    if known_length:
+        ref = ref[:, : x.shape[-1]]
+    assert audio.shape == ref.shape
+    assert np.array_equal(audio, ref)
 
 
 def _expect_error(ws, kind: str, code: int) -> dict:
@@ -292,30 +381,33 @@ def test_bad_stream_messages_are_refused(client24, path, first, then, kind):
     assert client24.get("/v1/health").json()["streams"] == 0
 
 
-def test_lagging_streams_join_their_chunks(codec24):
-    """Streams with 1, 4 and 2 chunks waiting: round 0 takes 1 chunk from each, round 1 one more from
-    the two that lag, round 2 the last two of the one that lags most, as one piece."""
-    assert round_sizes([1, 4, 2]) == [[1], [1, 1, 2], [1, 1]]
-    assert round_sizes([0, 3]) == [[], [3]]
-    streams = [_Stream("encode", codec24.stream_encoder(1.5)) for _ in range(3)]
+def test_lagging_streams_catch_up_in_one_step(codec24):
+    """Streams with 1, 4 and 2 chunks of 80 ms waiting: one step runs every feed they can take, the
+    first feed of all three in one call, the second of the two that lag in another, then the last two
+    of the one that lags most (4 calls, not 7); each gets its frames so far (the first two feeds fill the
+    7-frame start-up)."""
+    app = create_app(codec24)
+    hub = app.state.hub
+    streams = [hub.open_encoder(codec24.n_q_for(1.5)) for _ in range(3)]
+    x = make_signal(4 * STEP_SAMPLES, 1, SR, seed=6)
     for s, k in zip(streams, (1, 4, 2), strict=True):
-        s.pending = [np.zeros((1, 1920), np.float32) for _ in range(k)]
-    taken = [s.take(n)[0] for s, n in zip(streams, round_sizes([1, 4, 2]), strict=True)]
-    assert [[p.shape[-1] for p in t] for t in taken] == [[1920], [1920, 1920, 3840], [1920, 1920]]
-    small = _Stream("encode", codec24.stream_encoder(1.5))
-    small.pending = [np.zeros((1, 100), np.float32) for _ in range(40)]  # tiny messages are merged
-    assert [p.shape[-1] for p in small.take()[0]] == [2000, 2000]
+        s.pending = [x[:, i * STEP_SAMPLES : (i + 1) * STEP_SAMPLES] for i in range(k)]
+    results = hub._step([(s, *s.take()) for s in streams])
+    assert hub.calls == 4
+    frames = [sum(p.num_frames for p in r) for r in results]
+    assert frames == [0, 4 * STEP_FRAMES, 2 * STEP_FRAMES]
+    assert torch.equal(results[2][0].codes, results[1][0].codes[..., : 2 * STEP_FRAMES])  # same audio
 
 
 def test_stream_that_falls_behind_is_closed(codec24, monkeypatch):
-    real = stream_mod.StreamEncoder.push
-
-    def slow_push(self, x):
-        time.sleep(0.3)
-        return real(self, x)
-
-    monkeypatch.setattr(stream_mod.StreamEncoder, "push", slow_push)
     app = create_app(codec24, ServerSettings(max_backlog_s=0.5, batching=False))
+    real = app.state.hub.engine.advance
+
+    def slow_advance(jobs):
+        time.sleep(0.3)
+        return real(jobs)
+
+    monkeypatch.setattr(app.state.hub.engine, "advance", slow_advance)
     x = make_signal(2 * SR, 1, SR).T.astype("<f4")
     with local_client(app) as client, client.websocket_connect("/v1/stream/encode") as ws:
         ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
@@ -343,3 +435,22 @@ def test_fault_in_a_step_ends_its_streams_only(codec24, monkeypatch):
         monkeypatch.setattr(hub, "_step", real)
         codes, _, _ = stream_encode(client, x, SR, 6.0, random_sizes(0, 5000))  # the server still works
         assert codes.shape[-1] == codec24.encode(x, SR).codes.shape[-1]
+
+
+def test_failed_engine_step_ends_its_streams_only(codec24, monkeypatch):
+    """An engine fault in one step ends the streams of that step with an error; the next stream works."""
+    app = create_app(codec24)
+    hub = app.state.hub
+    real = hub.engine.advance
+    monkeypatch.setattr(hub.engine, "advance", lambda jobs: 1 / 0)
+    x = make_signal(SR // 2, 1, SR)
+    with local_client(app) as client:
+        with client.websocket_connect("/v1/stream/encode") as ws:
+            ws.send_text(json.dumps({"sample_rate": SR, "channels": 1}))
+            ws.receive_json()
+            ws.send_bytes(x.T.astype("<f4").tobytes())
+            _expect_error(ws, "internal", 1011)
+        monkeypatch.setattr(hub.engine, "advance", real)
+        codes, _, _ = stream_encode(client, x, SR, 6.0, random_sizes(0, 5000))
+        assert torch.equal(codes, encode_offline(server_engine(codec24), torch.from_numpy(x), 8).codes[0])
+        assert client.get("/v1/health").json()["streams"] == 0

@@ -1,14 +1,24 @@
 """WebSocket streaming: ``/v1/stream/encode`` (PCM in, codes out) and ``/v1/stream/decode`` (codes in,
-PCM out), and the scheduler that runs all live streams on the one shared model.
+PCM out), and the hub that runs all live streams on one :class:`rvqkit.engine.Engine`.
 
-Each connection owns its :class:`~rvqkit.stream.StreamEncoder` or :class:`~rvqkit.stream.StreamDecoder`.
-Connections never call the model themselves: they queue what they receive and wake the
-:class:`StreamHub`, whose single loop takes everything pending from every stream and runs it as one step
-in a worker thread, in rounds (:func:`round_sizes`): each round one batched call over its streams
-(``rvqkit.stream.push_many`` / ``decode_many`` when the engine has them and batching is on), or one
-call per stream otherwise. While a
-step runs, new audio keeps queueing and goes into the next step, so a slow step delays streams but never
-drops their audio (a stream more than ``max_backlog_s`` behind is closed instead).
+Each connection owns an engine :class:`~rvqkit.engine.Job` (its stream's model state); its resampling and
+channel conversion stay with the connection, before the job. Connections never call the model
+themselves: they queue what they receive and wake the :class:`StreamHub`, whose single loop takes
+everything pending from every stream, pushes it into the jobs and runs one :meth:`Engine.advance
+<rvqkit.engine.Engine.advance>` over them in a worker thread: the engine's batching rule (one model call
+per group of streams in the same phase, see :mod:`rvqkit.engine`) is the only one. While a step runs, new
+audio keeps queueing and goes into the next step, so a slow step delays streams but never drops their
+audio (a stream more than ``max_backlog_s`` behind is closed instead).
+
+Feeds. Live 24 kHz streams are fed in regular feeds of :data:`STEP_SAMPLES` (80 ms) as soon as a whole
+one has arrived, and at the end one final feed with the rest (0 to 79 ms): :func:`live_feed`. The
+engine's own rule for whole items (:func:`rvqkit.model.feed_rule`) holds back two steps so that its final
+feed is never narrow; live, that would hold every frame's codes back 160 ms, so the server's jobs
+(:class:`LiveEncodeJob`, :class:`LiveDecodeJob`) override the feed. The feeds still depend only on the
+signal's length, so a stream's codes are exactly :func:`encode_offline` of the whole signal through the
+same engine, however its audio arrived and whichever streams shared its calls; they differ from
+:meth:`Engine.encode <rvqkit.engine.Engine.encode>` only where its final feed is wider (the last
+two steps), at near-ties. The 48 kHz model keeps the engine's rule (one 1 s segment per feed).
 
 Protocol (JSON text messages; audio as binary messages; see docs/server.md):
 encode: client ``{"sample_rate", "channels", "format", "bandwidth"}`` → server ``{"type": "ready", ...}``;
@@ -36,17 +46,17 @@ from fastapi import FastAPI, WebSocket
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from .. import stream as stream_mod
 from ..audio import convert_channels, resampled_length
 from ..codec import Codec
+from ..engine import DecodeJob, EncodeJob, Engine, Job
 from ..errors import RvqkitError
-from ..stream import CodePacket, StreamDecoder, StreamEncoder
+from ..packets import CodePacket
 from .gate import ModelGate
 from .limits import LimitError, ServerSettings
 from .schemas import CodesMessage, ControlMessage, DecodeStart, EncodeStart
 
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_ERROR = 1000, 1008, 1013, 1011
-MIN_PIECE_FRAMES = 6  # 80 ms at 24 kHz
+STEP_SAMPLES = 1920  # a live 24 kHz stream's regular feed: 80 ms, 6 frames (the 48 kHz model ignores it)
 DTYPES = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 
 
@@ -58,23 +68,93 @@ class StreamClosed(Exception):
         self.kind, self.code = kind, code
 
 
-def batched_push() -> Callable[[list[StreamEncoder], list[torch.Tensor]], list[CodePacket]] | None:
-    """The streaming engine's cross-stream batched encoder step, if it has one."""
-    return getattr(stream_mod, "push_many", None)
+# -- the live jobs -----------------------------------------------------------------------------------------
+def live_feed(waiting: int, ended: bool, step: int) -> tuple[int, bool] | None:
+    """A live causal stream's next feed with ``waiting`` samples (or frames) in: ``(n, final)``, or None to
+    wait. A regular feed of ``step`` as soon as one is in; once ended, the rest (0 to ``step - 1``) in one
+    final feed. Like :func:`rvqkit.model.feed_rule` the feeds depend only on the signal's length, but
+    nothing is held back for the end (that rule's final feed is wider, and it holds two steps back)."""
+    if waiting >= step:
+        return step, False
+    return (waiting, True) if ended else None
 
 
-def batched_decode() -> Callable[[list[StreamDecoder], list[CodePacket]], list[torch.Tensor]] | None:
-    return getattr(stream_mod, "decode_many", None)
+class LiveEncodeJob(EncodeJob):
+    """An engine encode job fed by :func:`live_feed` (24 kHz; the 48 kHz model keeps its segment feeds).
+    (The engine takes the feed rule from its jobs; it has no live rule of its own.)"""
+
+    def feed(self, step: int) -> tuple[int, bool] | None:
+        if self.model.segmented:
+            return super().feed(step)
+        return live_feed(self.waiting, self.ended, step)
+
+
+class LiveDecodeJob(DecodeJob):
+    """An engine decode job fed by :func:`live_feed` in frames (``step // hop``; 48 kHz: by segment)."""
+
+    def feed(self, step: int) -> tuple[int, bool] | None:
+        if self.model.segmented:
+            return super().feed(step)
+        return live_feed(self.waiting, self.ended, max(1, step // self.model.cfg.hop_length))
+
+
+def open_encoder(engine: Engine, n_q: int) -> LiveEncodeJob:
+    """A live encode job on ``engine``: push audio ``[C, n]`` at the model's rate, collect
+    :class:`CodePacket` rows (as :meth:`Engine.open_encoder <rvqkit.engine.Engine.open_encoder>`)."""
+    model = engine.model
+    empty = torch.zeros(model.cfg.audio_channels, 0)
+    return LiveEncodeJob(model, empty, model.init_encode_state(1, n_q), False)
+
+
+def open_decoder(engine: Engine, n_q: int) -> LiveDecodeJob:
+    """A live decode job on ``engine``: push :class:`CodePacket` s, collect audio ``[1, C, n]``."""
+    model = engine.model
+    return LiveDecodeJob(model, torch.zeros(n_q, 0, dtype=torch.long), model.init_decode_state(1), False)
+
+
+def encode_offline(engine: Engine, audio: torch.Tensor, n_q: int) -> CodePacket:
+    """Codes ``[1, n_q, frames]`` (and 48 kHz scales) of a whole signal ``[C, T]`` at the model's rate,
+    through ``engine`` exactly as a live stream of it is encoded: the reference live codes equal."""
+    job = open_encoder(engine, n_q)
+    job.push(audio)
+    job.end()
+    engine.advance([job])
+    return merge_packets(job.collect(), n_q)
+
+
+def decode_offline(engine: Engine, packet: CodePacket) -> torch.Tensor:
+    """Audio ``[1, C, frames * hop]`` of whole codes (48 kHz: with their segments and scales) through
+    ``engine`` exactly as a live decode stream of them (the caller trims to the signal's length)."""
+    job = open_decoder(engine, packet.codes.shape[1])
+    job.push_packet(packet)
+    job.end()
+    engine.advance([job])
+    return torch.cat(job.collect(), dim=-1)
+
+
+def merge_packets(packets: list[CodePacket], n_q: int) -> CodePacket:
+    """One packet of the frames of ``packets`` (one row each), in order."""
+    if not packets:
+        return CodePacket(torch.zeros(1, n_q, 0, dtype=torch.long))
+    scales = [p.scales for p in packets if p.scales is not None]
+    return CodePacket(
+        torch.cat([p.codes for p in packets], dim=-1).cpu(),
+        torch.cat(scales, dim=-1).cpu() if scales else None,
+        [n for p in packets for n in p.segment_frames],
+    )
 
 
 # -- per-connection state ---------------------------------------------------------------------------------
 @dataclass
 class _Stream:
-    """What one connection has queued for the model and the channel its results come back on."""
+    """What one connection has queued for the model, its engine job, and the channel its results come
+    back on. Only the hub's step (one at a time, in its worker thread) touches the job."""
 
     kind: str  # "encode" or "decode"
-    engine: StreamEncoder | StreamDecoder
-    pending: list[Any] = field(default_factory=list)
+    engine: Engine
+    n_q: int | None = None  # encode: from the bandwidth; decode: that of the first codes message
+    job: Job | None = None  # opened with the stream (encode) or at its first codes (decode)
+    pending: list[Any] = field(default_factory=list)  # encode: float32 [C, n] arrays; decode: CodePackets
     end: bool = False
     taken_end: bool = False
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -82,85 +162,62 @@ class _Stream:
     def has_work(self) -> bool:
         return bool(self.pending) or (self.end and not self.taken_end)
 
-    def base_pieces(self) -> list[list[Any]]:
-        """The pending messages as received, consecutive small ones merged up to ``MIN_PIECE_FRAMES``."""
-        pieces: list[list[Any]] = []
-        size = 0
-        for item in self.pending:
-            if not pieces or size >= self.min_piece:
-                pieces.append([])
-                size = 0
-            pieces[-1].append(item)
-            size += item.shape[-1] if self.kind == "encode" else item.num_frames
-        return pieces
+    def take(self) -> tuple[list[Any], bool]:
+        """Everything pending, and whether the stream ends after it."""
+        items, self.pending = self.pending, []
+        end = self.end and not self.taken_end
+        self.taken_end = self.taken_end or end
+        return items, end
 
-    def take(self, sizes: list[int] | None = None) -> tuple[list[Any], bool]:
-        """Everything pending, as pieces for successive model rounds, and whether to flush after them.
-
-        Piece r joins ``sizes[r]`` consecutive base pieces (default: one each); the sizes must add up to
-        the number of base pieces. See :func:`round_sizes` for how the scheduler chooses them.
-        """
-        base = self.base_pieces()
-        sizes = sizes if sizes is not None else [1] * len(base)
-        if sum(sizes) != len(base):
-            raise ValueError(f"piece sizes {sizes} do not cover {len(base)} pending pieces")
-        self.pending = []
-        flush = self.end and not self.taken_end
-        self.taken_end = self.taken_end or flush
-        pieces, i = [], 0
-        for n in sizes:
-            pieces.append(sum(base[i : i + n], []))
-            i += n
+    def feed(self, items: list[Any], end: bool) -> None:
+        """Push ``items`` into the job (in the step's thread)."""
+        if self.job is None:
+            n_q = self.n_q or (items[0].codes.shape[1] if items else 1)
+            opener = open_encoder if self.kind == "encode" else open_decoder
+            self.job = opener(self.engine, n_q)
         if self.kind == "encode":
-            return [torch.from_numpy(np.concatenate(p, axis=-1))[None] for p in pieces], flush
-        return [merge_packets(p) for p in pieces], flush
+            if items:
+                self.job.push(torch.from_numpy(np.concatenate(items, axis=-1)))
+        else:
+            for p in items:
+                self.job.push_packet(p)  # type: ignore[attr-defined]
+        if end:
+            self.job.end()
 
-    @property
-    def min_piece(self) -> int:
-        hop = self.engine.codec.hop_length
-        return MIN_PIECE_FRAMES * hop if self.kind == "encode" else MIN_PIECE_FRAMES
-
-
-def round_sizes(counts: list[int]) -> list[list[int]]:
-    """How many pending chunks each stream puts in each round, given how many each has waiting.
-
-    Water-filling: round j takes ``level_j - level_(j-1)`` chunks from every stream with at least
-    ``level_j`` waiting, where the levels are the distinct counts. Streams sending equal chunks then get
-    equal-length pieces in every round, so each round is one batched call for all streams in it, and a
-    lagging stream catches up in one long piece instead of many short calls. ``[1, 5]`` → ``[[1], [1, 4]]``.
-    """
-    levels = sorted(set(c for c in counts if c > 0))
-    out = []
-    for c in counts:
-        sizes, prev = [], 0
-        for v in levels:
-            if v > c:
-                break
-            sizes.append(v - prev)
-            prev = v
-        out.append(sizes)
-    return out
-
-
-def merge_packets(packets: list[CodePacket]) -> CodePacket:
-    scales = [p.scales for p in packets if p.scales is not None]
-    return CodePacket(
-        torch.cat([p.codes for p in packets], dim=-1),
-        torch.cat(scales, dim=-1) if scales else None,
-        [n for p in packets for n in p.segment_frames],
-    )
+    def results(self) -> list[Any]:
+        """What the job made in the last step (one packet, or one piece of audio), and the end marker
+        (None) once its final feed has run."""
+        assert self.job is not None
+        out = self.job.collect()
+        if self.kind == "encode":
+            res: list[Any] = [merge_packets(out, out[0].codes.shape[1])] if out else []
+        else:
+            res = [torch.cat(out, dim=-1).float().cpu()] if out else []
+        return res + [None] if self.job.done else res
 
 
 # -- the scheduler -----------------------------------------------------------------------------------------
 class StreamHub:
-    """Counts open streams against the limit and runs every stream's pending work, one step at a time."""
+    """Counts open streams against the limit and runs every stream's pending work on the one engine,
+    one step at a time.
+
+    The engine: ``codec``'s model, device and precision; ``rows="batched"`` with ``max_streams`` slots
+    (streams in the same phase share model calls), or with ``batching`` off ``rows="alone"`` (one call
+    per stream and feed); regular feeds of :data:`STEP_SAMPLES`."""
 
     def __init__(self, codec: Codec, settings: ServerSettings, gate: ModelGate) -> None:
         self.codec, self.settings, self.gate = codec, settings, gate
+        self.engine = Engine(
+            codec.model,
+            codec.device,
+            codec.precision,
+            "batched" if settings.batching else "alone",
+            settings.max_streams,
+            STEP_SAMPLES,
+        )
         self.active = 0
         self.streams: list[_Stream] = []
         self.steps = 0  # scheduler steps run (for tests and the benchmark)
-        self.calls = 0  # engine calls (one batched call per round and kind, or one per stream)
         self.step_seconds = 0.0  # total time in steps
         self.stream_steps = 0  # sum over steps of the streams each served
         self.step_log: deque[tuple[float, int]] = deque(maxlen=10_000)  # (seconds, streams) per step
@@ -170,8 +227,21 @@ class StreamHub:
 
     @property
     def batching(self) -> bool:
-        """Whether steps batch the streams (batching on and the engine offers it)."""
-        return self.settings.batching and batched_push() is not None
+        """Whether streams in the same phase share model calls (the engine's ``rows="batched"``)."""
+        return self.engine.rows == "batched"
+
+    @property
+    def calls(self) -> int:
+        """Model calls the engine has made for the streams."""
+        return self.engine.calls
+
+    def open_encoder(self, n_q: int) -> _Stream:
+        """A new encode stream at ``n_q`` codebooks (its job opens now)."""
+        return _Stream("encode", self.engine, n_q, open_encoder(self.engine, n_q))
+
+    def open_decoder(self) -> _Stream:
+        """A new decode stream (its job opens with its first codes, whose codebooks it takes)."""
+        return _Stream("decode", self.engine)
 
     def try_open(self) -> bool:
         if self.active >= self.settings.max_streams:
@@ -226,68 +296,47 @@ class StreamHub:
             ready = [s for s in self.streams if s.has_work()]
             if not ready:
                 continue
-            sizes = round_sizes([len(s.base_pieces()) for s in ready])
-            jobs = [(s, *s.take(n)) for s, n in zip(ready, sizes, strict=True)]
+            work = [(s, *s.take()) for s in ready]
             t = time.perf_counter()
             try:
-                results = await asyncio.to_thread(self._step, jobs)
+                results = await asyncio.to_thread(self._step, work)
             except Exception as e:  # a fault in the step itself: end its streams, keep serving others
-                results = [[e] for _ in jobs]
-            self.step_log.append((time.perf_counter() - t, len(jobs)))
+                results = [[e] for _ in work]
+            self.step_log.append((time.perf_counter() - t, len(work)))
             self.steps += 1
             self.step_seconds += self.step_log[-1][0]
-            self.stream_steps += len(jobs)
-            for (s, _, _), result in zip(jobs, results, strict=True):
+            self.stream_steps += len(work)
+            for (s, _, _), result in zip(work, results, strict=True):
                 s.outbox.put_nowait(result)
             if any(s.has_work() for s in self.streams):
                 self._wake.set()
 
     # runs in a worker thread
-    def _step(self, jobs: list[tuple[_Stream, list[Any], bool]]) -> list[list[Any]]:
-        """Round r pushes the r-th piece of every stream that has one: with batching, one
-        ``push_many`` / ``decode_many`` call for all encoders (decoders) of the round, else one call
-        per stream. A stream whose call fails gets the exception (and nothing more) as its result."""
-        results: list[list[Any]] = [[] for _ in jobs]
-        failed: set[int] = set()
+    def _step(self, work: list[tuple[_Stream, list[Any], bool]]) -> list[list[Any]]:
+        """Push each stream's pending input into its job, run one :meth:`Engine.advance` over them all
+        (every feed they can take, batched by the engine's rule), and collect each stream's results. A
+        stream whose input fails gets the exception as its result; an advance that fails gives it to every
+        stream of the step (their states are unknown now)."""
+        results: list[list[Any]] = [[] for _ in work]
+        ok: list[int] = []
+        for i, (s, items, end) in enumerate(work):
+            try:
+                s.feed(items, end)
+                ok.append(i)
+            except Exception as e:
+                results[i] = [e]
+        if not ok:
+            return results
         with self.gate.hold(stream=True):  # before any REST job's next piece
-            for r in range(max(len(pieces) for _, pieces, _ in jobs)):
-                for kind, many, one in (
-                    ("encode", batched_push(), StreamEncoder.push),
-                    ("decode", batched_decode(), StreamDecoder.push),
-                ):
-                    idx = [
-                        i
-                        for i, (s, pieces, _) in enumerate(jobs)
-                        if s.kind == kind and r < len(pieces) and i not in failed
-                    ]
-                    if not idx:
-                        continue
-                    engines = [jobs[i][0].engine for i in idx]
-                    inputs = [jobs[i][1][r] for i in idx]
-                    if self.settings.batching and many is not None and len(idx) > 1:
-                        try:
-                            outs = many(engines, inputs)
-                        except Exception as e:  # the batch's states are unknown now: end all its streams
-                            outs = [e] * len(idx)
-                    else:
-                        outs = [_call(one, e, x) for e, x in zip(engines, inputs, strict=True)]
-                    self.calls += 1 if self.settings.batching and many is not None else len(idx)
-                    for i, out in zip(idx, outs, strict=True):
-                        results[i].append(out)
-                        if isinstance(out, Exception):
-                            failed.add(i)
-            for i, (s, _, flush) in enumerate(jobs):
-                if flush and i not in failed:
-                    results[i].append(_call(type(s.engine).flush, s.engine))
-                    results[i].append(None)  # end marker
+            try:
+                self.engine.advance([work[i][0].job for i in ok])
+            except Exception as e:
+                for i in ok:
+                    results[i] = [e]
+                return results
+        for i in ok:
+            results[i] = work[i][0].results()
         return results
-
-
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception as e:
-        return e
 
 
 # -- connection helpers ------------------------------------------------------------------------------------
@@ -435,8 +484,8 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
 
         async def body() -> None:
             start = _parse(EncodeStart, (await _receive(ws, settings, pace)).get("text"), "start message")
-            encoder = codec.stream_encoder(start.bandwidth)
-            s = _Stream("encode", encoder)
+            n_q = codec.n_q_for(start.bandwidth)
+            s = hub.open_encoder(n_q)
             dtype = DTYPES[start.format]
             width = dtype.itemsize * start.channels
             resampler = (
@@ -455,8 +504,8 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                     "model": codec.name,
                     "sample_rate": rate,
                     "channels": codec.channels,
-                    "n_q": encoder.n_q,
-                    "bandwidth": codec.config.bandwidth_for_n_q(encoder.n_q),
+                    "n_q": n_q,
+                    "bandwidth": codec.config.bandwidth_for_n_q(n_q),
                     "frame_rate": codec.frame_rate,
                     "hop_length": hop,
                 },
@@ -550,8 +599,7 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
             start = _parse(DecodeStart, (await _receive(ws, settings, pace)).get("text"), "start message")
             if start.length is not None and start.length > settings.max_stream_s * rate:
                 raise LimitError(f"length beyond the stream limit of {settings.max_stream_s:g} s")
-            decoder = codec.stream_decoder(length=start.length)
-            s = _Stream("decode", decoder)
+            s = hub.open_decoder()
             dtype = DTYPES[start.format]
             # n_q: codebooks of the first message; samples: PCM samples sent; frames: code frames received
             state: dict[str, Any] = {"n_q": None, "samples": 0, "frames": 0}
@@ -647,6 +695,8 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                         hub.wake()
 
             async def send(audio: torch.Tensor) -> None:
+                if start.length is not None:  # never past the signal's length
+                    audio = audio[..., : max(0, start.length - state["samples"])]
                 if audio.shape[-1] == 0:
                     return
                 x = audio[0].numpy().T  # [samples, channels] interleaved
