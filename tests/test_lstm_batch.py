@@ -1,4 +1,4 @@
-"""The encoder's LSTM batched across items (``EncodecModel.embed_items``, ``Codec.encode(lstm_batch=...)``,
+"""The encoder's LSTM batched across items (``Codec.encode(lstm_batch=...)``, the engine's "batched" rows,
 the corpus default on CPU): an item's floats must not depend on which items share its LSTM calls."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import pytest
 import torch
 from conftest import make_signal
 
-from rvqkit import Codec
 from rvqkit.errors import RvqkitError
 
 
@@ -20,7 +19,7 @@ def threads(request):
 
 
 def test_lstm_rows_do_not_depend_on_batch_or_padding(threads):
-    """The fact embed_items rests on: with 2 or more rows, oneDNN's LSTM gives a row the same floats
+    """The fact the engine's batched rows rest on: with 2 or more rows, oneDNN's LSTM gives a row the same floats
     whatever the other rows, their number and the zero padding at the end (EnCodec's size: 512, 2 layers)."""
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(512, 512, 2).eval()
@@ -50,52 +49,6 @@ def test_lstm_rows_do_not_depend_on_batch_or_padding(threads):
 
 def _items(sr: int, channels: int, seconds: list[float]) -> list[torch.Tensor]:
     return [torch.from_numpy(make_signal(int(sr * s), channels, sr, seed=k)) for k, s in enumerate(seconds)]
-
-
-# 24 kHz: 5.3 s runs its convolutions in 2 s blocks (embed_blocked); 48 kHz: 1 s segments
-@pytest.mark.parametrize("which,seconds", [("24", [0.3, 1.7, 5.3, 0.9, 2.2]), ("48", [0.4, 1.6, 2.05])])
-def test_embed_items_do_not_depend_on_the_other_items(which, seconds, request):
-    codec: Codec = request.getfixturevalue(f"codec{which}")
-    items = _items(codec.sample_rate, codec.channels, seconds)
-    model = codec.model
-    with torch.inference_mode():
-        together = model.embed_items(items, 8)
-        alone = [model.embed_items([x], 8)[0] for x in items]
-        regrouped = model.embed_items(items[::-1], 2)[::-1]
-        for x, a, b, c in zip(items, together, alone, regrouped, strict=True):
-            assert len(a) == len(b) == len(c) == (1 if which == "24" else -(-x.shape[-1] // 47520))
-            for (ea, sa), (eb, sb), (ec, sc) in zip(a, b, c, strict=True):
-                assert torch.equal(ea, eb) and torch.equal(ea, ec)
-                assert (sa is None) == (which == "24")
-                assert sa is None or (torch.equal(sa, sb) and torch.equal(sa, sc))
-        # and the same network as the batch-of-one path, within the LSTM's rounding
-        for x, segments in zip(items, together, strict=True):
-            start = 0
-            for emb, scale in segments:
-                n = min(model.cfg.segment_length or x.shape[-1], x.shape[-1] - start)
-                ref, ref_scale = model.embed_segment(x[None, :, start : start + n])
-                assert emb.shape == ref.shape
-                torch.testing.assert_close(emb, ref, rtol=0, atol=1e-5)
-                assert scale is None or torch.equal(scale, ref_scale)
-                start += model.cfg.segment_stride or n
-
-
-def test_long_pieces_run_alone_as_embed_segment(codec24):
-    """Pieces over lstm_batch_max_seconds skip the batched LSTM (memory): exactly embed_segment's result,
-    whatever their batch; shorter ones in the same call are batched as usual."""
-    model = codec24.model
-    items = _items(24000, 1, [2.6, 0.8, 1.3])
-    before = model.lstm_batch_max_seconds
-    model.lstm_batch_max_seconds = 2.0
-    try:
-        with torch.inference_mode():
-            together = model.embed_items(items, 8)
-            long_alone = model.embed_segment(items[0][None])[0]
-            short_alone = model.embed_items(items[1:2], 8)[0][0][0]
-    finally:
-        model.lstm_batch_max_seconds = before
-    assert torch.equal(together[0][0][0], long_alone)
-    assert torch.equal(together[1][0][0], short_alone)
 
 
 def test_codec_encode_lstm_batch(codec24, codec48):

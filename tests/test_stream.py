@@ -171,40 +171,6 @@ def test_stream_misuse(codec24):
         dec.push(CodePacket(torch.full((1, 2, 3), 5000)))
 
 
-def test_push_many_batches_streams_in_the_same_phase(codec24):
-    """Four streams: two in step, one behind, one with another bandwidth. Batched pushes give what
-    separate pushes give, and the in-phase pair really shares a state group."""
-    from rvqkit.nn.streaming import state_signature
-    from rvqkit.stream import decode_many, push_many
-
-    xs = [make_signal(SR, 1, SR, seed=s) for s in range(4)]
-    solo = [codec24.stream_encoder(bw) for bw in (6.0, 6.0, 6.0, 3.0)]
-    many = [codec24.stream_encoder(bw) for bw in (6.0, 6.0, 6.0, 3.0)]
-    for e in (solo[2], many[2]):
-        e.push(xs[2][:, :100])  # one stream is 100 samples ahead: another phase
-    dec_solo = [codec24.stream_decoder() for _ in range(4)]
-    dec_many = [codec24.stream_decoder() for _ in range(4)]
-    offset = [0, 0, 100, 0]
-    flips = frames = 0
-    for step in range(40):
-        chunks = [x[:, o + step * 320 : o + (step + 1) * 320] for x, o in zip(xs, offset, strict=True)]
-        a = [e.push(c) for e, c in zip(solo, chunks, strict=True)]
-        b = push_many(many, chunks)
-        for pa, pb in zip(a, b, strict=True):
-            assert pa.codes.shape == pb.codes.shape
-            flips += mismatched_frames(pa.codes, pb.codes)  # batched rounding: near-tie flips only
-            frames += pa.num_frames
-        if step == 20:
-            assert state_signature(many[0]._state) == state_signature(many[1]._state)
-            assert state_signature(many[0]._state) != state_signature(many[2]._state)
-        da = [d.push(p) for d, p in zip(dec_solo, a, strict=True)]
-        db = decode_many(dec_many, a)
-        for ya, yb in zip(da, db, strict=True):
-            assert ya.shape == yb.shape and (ya - yb).abs().max().item() <= 1e-5 if ya.numel() else True
-    assert [e.frames_out for e in many] == [e.frames_out for e in solo]
-    assert flips <= max(1, frames // 100)
-
-
 @pytest.mark.arith
 @pytest.mark.parametrize("chunk", [1, 160, 1111, 16000])
 def test_encoder_at_another_rate_equals_offline_encode(codec24, chunk):

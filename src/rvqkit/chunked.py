@@ -109,7 +109,8 @@ def _encode_packets(
     codec: Codec, blocks: Iterator[np.ndarray], bandwidth: float, progress: Progress | None
 ) -> Iterator[tuple[CodePacket, int, bool]]:
     """(packet, samples read so far, is_last) for each block, the last given with the end of signal."""
-    enc = codec.stream_encoder(bandwidth)
+    # fed by the engine's rule (Codec.encode's step), so the codes are Codec.encode's whatever the blocks
+    enc = codec.stream_encoder(bandwidth, step=codec.model.step_samples() or None)
     for block, last in _lookahead(blocks):
         packet = enc.flush(block) if last else enc.push(block)
         if progress:

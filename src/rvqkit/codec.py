@@ -3,9 +3,7 @@ step-by-step path (embeddings → layer-by-layer quantization → dequantization
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,8 +12,9 @@ import torch
 from . import audio as audio_io
 from .config import CodecConfig
 from .encoded import Encoded, check_fields
+from .engine import Engine
 from .errors import AudioError, BandwidthError, CodesError, RvqkitError
-from .framing import frames_for_length, segment_bounds
+from .framing import segment_bounds, segment_count
 from .model import EncodecModel
 from .precision import Precision, check_precision, model_call
 from .quant.rvq import LayerStep
@@ -24,6 +23,11 @@ from .weights import build_model, load_weights
 ArrayLike = np.ndarray | torch.Tensor
 AudioInput = ArrayLike | Sequence[ArrayLike]
 DEFAULT_BANDWIDTH = 6.0
+#: On a GPU: items in flight in :meth:`Codec.encode` / :meth:`Codec.decode`, and rows of every regular
+#: engine step (fixed, so that every step has one shape: see :mod:`rvqkit.engine`).
+GPU_SLOTS = 16
+#: On a GPU: seconds per regular 24 kHz feed (large blocks: each feed is a few kernel launches per layer).
+GPU_STEP_SECONDS = 4
 
 
 class Codec:
@@ -166,6 +170,27 @@ class Codec:
         return self.config.n_q_for_bandwidth(bandwidth)
 
     # -- encode / decode -----------------------------------------------------------------------------------
+    def engine(self, lstm_batch: int = 1) -> Engine:
+        """The :class:`~rvqkit.engine.Engine` that :meth:`encode` and :meth:`decode` run on.
+
+        CPU: ``lstm_batch`` 1 runs every item alone (one row per call, as the reference implementations);
+        2 or more runs that many items in flight, in calls of at least two rows. GPU: :data:`GPU_SLOTS`
+        items in flight, every regular step a call of that many rows (one shape)."""
+        if lstm_batch < 1:
+            raise RvqkitError(f"lstm_batch must be at least 1, got {lstm_batch}")
+        if self.device.type == "cuda":
+            return Engine(
+                self.model,
+                self.device,
+                self.precision,
+                "batched",
+                GPU_SLOTS,
+                GPU_STEP_SECONDS * self.sample_rate,
+            )
+        if lstm_batch > 1:
+            return Engine(self.model, self.device, self.precision, "batched", lstm_batch)
+        return Engine(self.model, self.device, self.precision)
+
     @model_call
     def encode(
         self,
@@ -177,38 +202,28 @@ class Codec:
     ) -> Encoded:
         """Encode audio to codes ``[batch, n_q, frames]`` at ``bandwidth`` kbps.
 
-        On CPU each item is encoded alone, one model call per item; on a GPU items of equal length
-        share a call (see :meth:`_model_calls`).
+        Items of any lengths run through the batching engine (:mod:`rvqkit.engine`): each item's codes
+        are the same whatever it is batched with. On CPU each item runs alone by default, exactly as the
+        reference implementations compute.
 
-        ``lstm_batch`` (CPU, many items): 2 or more runs the encoder's LSTM over that many items (or
-        48 kHz segments) at once, the rest of the network item by item
-        (:meth:`EncodecModel.embed_items`): about 1.15x faster on many items. An item's codes then do not
-        depend on the other items, but can differ from the default's (a batch of one, as the reference
-        implementations) at rare near-ties: the batched LSTM rounds about 1e-7 differently.
+        ``lstm_batch`` (CPU, many items): 2 or more keeps that many items in flight, their steps sharing
+        model calls (:meth:`engine`): faster on many items. An item's codes then still do not depend on
+        the other items, but can differ from the default's at rare near-ties: the batched LSTM rounds
+        about 1e-7 differently from a batch of one.
         """
-        if lstm_batch < 1:
-            raise RvqkitError(f"lstm_batch must be at least 1, got {lstm_batch}")
         n_q = self.n_q_for(bandwidth)
+        engine = self.engine(lstm_batch)
         items = self.prepare(audio, sample_rate, lengths)
+        results = engine.encode(items, n_q)
         item_lengths = [x.shape[-1] for x in items]
-        frame_lengths = [frames_for_length(self.config, n) for n in item_lengths]
-        n_seg = [len(segment_bounds(self.config, n)) for n in item_lengths]
+        frame_lengths = [r.codes.shape[-1] for r in results]
         codes = torch.zeros(len(items), n_q, max(frame_lengths), dtype=torch.long)
+        n_seg = [0 if r.scales is None else r.scales.shape[-1] for r in results]
         scales = torch.zeros(len(items), max(n_seg)) if self.config.normalize else None
-        if lstm_batch > 1 and self.device.type == "cpu":  # (item indices, codes, scales) per item
-            calls = (
-                ([i], c[None], None if s is None else s[None])
-                for i, (c, s) in enumerate(self.model.encode_items(items, n_q, lstm_batch))
-            )
-        else:  # per model call
-            calls = (
-                (idx, *self.model.encode(torch.stack([items[i] for i in idx]).to(self.device), n_q))
-                for idx in self._model_calls(item_lengths)
-            )
-        for idx, c, s in calls:
-            codes[idx, :, : c.shape[-1]] = c.cpu()
-            if scales is not None and s is not None:
-                scales[idx, : s.shape[-1]] = s.cpu()
+        for i, r in enumerate(results):
+            codes[i, :, : r.codes.shape[-1]] = r.codes
+            if scales is not None and r.scales is not None:
+                scales[i, : r.scales.shape[-1]] = r.scales
         return self.wrap_codes(codes, scales, item_lengths, frame_lengths)
 
     def wrap_codes(
@@ -234,21 +249,6 @@ class Codec:
             weights_sha256=self.weights_sha256 if encoded_here else None,
         )
 
-    def _model_calls(self, lengths: list[int]) -> list[list[int]]:
-        """The items of each model call: one item per call on CPU; on a GPU, items of equal length together.
-
-        On CPU a batch gains nothing (each item's tensors are already wide) and loses the caches, and
-        the LSTM's batched matrix products round differently from a batch of one (about 1e-7, enough to
-        flip a code at a near-tie), so item by item is both faster and exactly "as if alone". On a GPU
-        batching is what makes it fast; equal-length items then share a call, as in the references.
-        """
-        if self.device.type == "cpu":
-            return [[i] for i in range(len(lengths))]
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, n in enumerate(lengths):
-            groups[n].append(i)
-        return list(groups.values())
-
     def check_encoded(self, encoded: Encoded) -> None:
         """Raise :class:`CodesError` if ``encoded`` was not made by a model like this one, or any of its
         fields is malformed (see :func:`rvqkit.encoded.check_fields`: checked arithmetically, before
@@ -266,9 +266,22 @@ class Codec:
 
     @model_call
     def decode(self, encoded: Encoded, n_q: int | None = None) -> torch.Tensor:
-        """Audio ``[batch, channels, samples]`` (float32, model rate) from codes, each item trimmed to its
-        original length and zero-padded to the longest. ``n_q`` < encoded count decodes the first n_q
-        codebooks only (coarse decoding)."""
+        """Audio ``[batch, channels, samples]`` (float32, model rate, on the codec's device) from codes,
+        each item trimmed to its original length and zero-padded to the longest. ``n_q`` < encoded count
+        decodes the first n_q codebooks only (coarse decoding)."""
+        items = self.decode_items(encoded, n_q)
+        if len(items) == 1:
+            return items[0][None].to(self.device)
+        out = torch.zeros(len(items), self.channels, max(a.shape[-1] for a in items))
+        for i, a in enumerate(items):
+            out[i, :, : a.shape[-1]] = a
+        return out.to(self.device)
+
+    @model_call
+    def decode_items(self, encoded: Encoded, n_q: int | None = None) -> list[torch.Tensor]:
+        """Audio of each item, ``[channels, samples_i]`` (float32, model rate, CPU), trimmed to its own
+        length in ``encoded.lengths``: :meth:`decode` without padding every item to the longest. Items
+        run through the engine as in :meth:`encode`."""
         self.check_encoded(encoded)
         if n_q is None:
             n_q = encoded.n_q
@@ -277,44 +290,12 @@ class Codec:
                 f"n_q must be between 1 and {encoded.n_q} (the codebooks the codes hold), got {n_q}"
             )
         lengths = [int(n) for n in encoded.lengths]
-        calls = self._model_calls(lengths)
-        out: torch.Tensor | None = None
-        for idx in calls:
-            n = lengths[idx[0]]
-            nf = frames_for_length(self.config, n)
-            codes = encoded.codes[idx, :n_q, :nf].to(self.device)
-            scales = None
-            if encoded.scales is not None and self.config.normalize:
-                scales = encoded.scales[idx, : len(segment_bounds(self.config, n))].to(self.device)
-            audio = self.model.decode(codes, scales, n)
-            if len(calls) == 1:
-                return audio  # one call for the whole batch: no padded copy
-            if out is None:
-                out = torch.zeros(encoded.batch_size, self.channels, max(lengths), device=self.device)
-            out[idx, :, :n] = audio
-        assert out is not None
-        return out
-
-    def decode_items(self, encoded: Encoded, n_q: int | None = None) -> list[torch.Tensor]:
-        """Audio of each item, ``[channels, samples_i]`` (float32, model rate), trimmed to its own length
-        in ``encoded.lengths``: :meth:`decode` without padding every item to the longest. ``n_q`` as in
-        :meth:`decode`."""
-        self.check_encoded(encoded)
-        lengths = [int(n) for n in encoded.lengths]
         frames = [int(f) for f in encoded.frame_lengths]
-        out: list[torch.Tensor | None] = [None] * len(lengths)
-        for idx in self._model_calls(lengths):  # one decode per model call: no padded batch
-            sub = dataclasses.replace(
-                encoded,
-                codes=encoded.codes[idx, :, : max(frames[i] for i in idx)],
-                scales=None if encoded.scales is None else encoded.scales[idx],
-                lengths=encoded.lengths[idx],
-                frame_lengths=encoded.frame_lengths[idx],
-            )
-            audio = self.decode(sub, n_q)
-            for j, i in enumerate(idx):
-                out[i] = audio[j, :, : lengths[i]]
-        return out  # type: ignore[return-value]
+        codes = [encoded.codes[i, :n_q, : frames[i]] for i in range(len(lengths))]
+        scales: list[torch.Tensor | None] = [None] * len(lengths)
+        if encoded.scales is not None and self.config.normalize:
+            scales = [encoded.scales[i, : segment_count(self.config, n)] for i, n in enumerate(lengths)]
+        return self.engine().decode(codes, scales, lengths)
 
     # -- the step-by-step path ---------------------------------------------------------------------------
     @model_call
@@ -361,15 +342,21 @@ class Codec:
         return streaming(self, batch_size, bandwidth)
 
     def stream_encoder(
-        self, bandwidth: float = DEFAULT_BANDWIDTH, batch_size: int = 1, sample_rate: int | None = None
+        self,
+        bandwidth: float = DEFAULT_BANDWIDTH,
+        batch_size: int = 1,
+        sample_rate: int | None = None,
+        step: int | None = None,
     ):
         """A :class:`~rvqkit.stream.StreamEncoder`: push audio chunks, get codes as frames become final.
 
         ``sample_rate`` (Hz) is the rate of the chunks pushed; other rates than the model's are resampled
-        as a stream (default: the model's rate)."""
+        as a stream (default: the model's rate). ``step`` (samples): None feeds each chunk as pushed
+        (lowest latency); a number feeds by the engine's rule, so the codes are exactly those of
+        :meth:`encode` at ``step=self.model.step_samples()`` whatever the chunking."""
         from .stream import StreamEncoder
 
-        return StreamEncoder(self, bandwidth, batch_size, sample_rate=sample_rate)
+        return StreamEncoder(self, bandwidth, batch_size, sample_rate=sample_rate, step=step)
 
     def stream_decoder(self, batch_size: int = 1, length: int | None = None):
         """A :class:`~rvqkit.stream.StreamDecoder`: push codes, get audio as it becomes final."""

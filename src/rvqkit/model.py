@@ -1,44 +1,98 @@
-"""The EnCodec network: encoder, quantizer, decoder, and the 48 kHz model's segmenting.
+"""The EnCodec network: encoder, quantizer, decoder, the 48 kHz model's segmenting, and the streaming
+interface that offline, batched and live use all run on.
 
 Tensors here are already at the model's sample rate and channel count; :class:`rvqkit.Codec` does the
 conversion from user audio. Shapes: audio ``[B, channels, samples]``, codes ``[B, n_q, frames]``.
+
+Streaming interface (moshi's ``StreamingModule`` is the anchor): :meth:`EncodecModel.init_encode_state`
+/ :meth:`EncodecModel.encode_step` and :meth:`EncodecModel.init_decode_state` /
+:meth:`EncodecModel.decode_step`. A state holds ``B`` independent rows; rows whose states have the same
+:func:`~rvqkit.nn.streaming.state_signature` (the same phase) can be stacked into one state, stepped in
+one call and split back. At 24 kHz the state carries every convolution's input buffer, the transposed
+convolutions' overlap tails and the LSTM's (h, c); at 48 kHz it holds the samples of the segment not yet
+complete (encode) and the overlap-add sums not yet final (decode). How a signal is cut into steps is
+:meth:`EncodecModel.encode_feed` / :meth:`EncodecModel.decode_feed`, one rule for every caller.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from .config import CodecConfig
-from .framing import overlap_weight, segment_bounds
+from .framing import overlap_weight
 from .nn.seanet import SEANetDecoder, SEANetEncoder
 from .nn.streaming import StreamingModule
+from .packets import CodePacket
 from .quant.rvq import ResidualVectorQuantizer
 
-#: A segment's embeddings ``[1, D, frames]`` and its scale ``[1, 1]`` (None when not normalising).
-Embedded = tuple[torch.Tensor, torch.Tensor | None]
+
+def feed_rule(buffered: int, ended: bool, step: int) -> tuple[int, bool] | None:
+    """The next feed of a causal stream with ``buffered`` samples (or frames) waiting: ``(n, final)``, or
+    None to wait for more. A regular feed is ``step`` long and is taken only while more than two steps
+    wait; at the end the rest (one to two steps, or the whole of a short signal) goes in one final call.
+    So no call is narrow (narrow convolutions round differently: see ``EncodecModel.block_length``), and
+    the feeds of a signal depend only on its length and ``step``, never on how it arrived."""
+    if buffered > 2 * step:
+        return step, False
+    return (buffered, True) if ended else None
 
 
 def _run_in_blocks(
     module: StreamingModule, x: torch.Tensor, block: int | None, min_block: int
 ) -> torch.Tensor:
-    """``module(x)`` computed as a stream of chunks when ``x`` is longer than two chunks; the last call
-    takes between one and two chunks, so that no chunk is narrow. A chunk holds ``block`` samples of
-    the whole batch together (``block / batch`` per item), but at least ``min_block`` per item."""
-    n = x.shape[-1]
+    """``module(x)`` computed as a stream fed by :func:`feed_rule` in chunks of ``block`` samples of the
+    whole batch together (``block / batch`` per item, but at least ``min_block``); None: at once."""
     if block is not None:
         block = max(min_block, block // x.shape[0])
-    if block is None or n <= 2 * block:
+    if block is None or x.shape[-1] <= 2 * block:
         return module(x)
     state, outs, i = module.init_state(x.shape[0]), [], 0
-    while n - i > 2 * block:
-        outs.append(module.step(x[..., i : i + block], state))
-        i += block
-    outs.append(module.step(x[..., i:], state, final=True))
+    while (feed := feed_rule(x.shape[-1] - i, True, block)) is not None:
+        n, final = feed
+        outs.append(module.step(x[..., i : i + n], state, final=final))
+        i += n
+        if final:
+            break
     return torch.cat(outs, dim=-1)
+
+
+@dataclass
+class EncodeState:
+    """Streaming encoder state of ``B`` rows (see the module docstring).
+
+    Attributes:
+        n_q: codebooks per frame.
+        layers: 24 kHz: the encoder's layer states.
+        buffer: 48 kHz: samples from the next segment's start on ``[B, C, n]`` (None before the first).
+    """
+
+    n_q: int
+    layers: Any = None
+    buffer: torch.Tensor | None = None
+
+
+@dataclass
+class DecodeState:
+    """Streaming decoder state of ``B`` rows.
+
+    Attributes:
+        layers: 24 kHz: the decoder's layer states.
+        acc: 48 kHz: weighted sums of the decoded segments ``[B, C, n]`` from the first sample not yet
+            returned; ``wsum`` ``[B, n]`` the summed weights there.
+        weight_length: samples of the first decoded segment (0 before it): the references weight every
+            segment with its triangle.
+        offset: where the next segment starts in ``acc``.
+    """
+
+    layers: Any = None
+    acc: torch.Tensor | None = None
+    wsum: torch.Tensor | None = None
+    weight_length: int = 0
+    offset: int = 0
 
 
 class EncodecModel(nn.Module):
@@ -50,12 +104,6 @@ class EncodecModel(nn.Module):
         self.encoder = SEANetEncoder(cfg)
         self.quantizer = ResidualVectorQuantizer(cfg.num_quantizers, cfg.codebook_size, cfg.hidden_size)
         self.decoder = SEANetDecoder(cfg)
-        #: Most 48 kHz segments that run through the network as one batch in :meth:`encode`. 1 (one
-        #: segment at a time, as the references) is exact and, on CPU, also the fastest: a batch of 1 s
-        #: segments outgrows the caches, and batched LSTM matrix products round differently (measured:
-        #: 1-2 of 72,000 codes of a 30 s signal at 24 kbps differ from the references with 4 or more).
-        #: Larger batches are for GPUs; :meth:`embed_items` batches only the LSTM, for corpus encoding.
-        self.segment_batch = 1
         #: Long signals of the causal (24 kHz) model run through the network in blocks of this many
         #: samples (2 s; for a batch, that many in all but at least 1 s per item), carrying the streaming
         #: state between blocks (see :meth:`embed_blocked`). A 60 s input's whole-signal activations are
@@ -66,9 +114,6 @@ class EncodecModel(nn.Module):
         #: unchanged; transposed convolutions round by width with two threads (decoded audio within
         #: ~1e-7). None: always the whole signal at once.
         self.block_length: int | None = 2 * cfg.sampling_rate if cfg.use_causal_conv else None
-        #: :meth:`embed_items` batches the LSTM of pieces up to this long (seconds); longer ones run alone,
-        #: in blocks, to bound memory (8 rows of 60 s: about 300 MB of precomputed LSTM input products).
-        self.lstm_batch_max_seconds = 60.0
 
     # -- one segment -------------------------------------------------------------------------------
     def segment_scale(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -104,138 +149,170 @@ class EncodecModel(nn.Module):
         out = self.synthesize_blocked(embeddings)
         return out if scale is None else out * scale.view(-1, 1, 1)
 
-    # -- whole signals ---------------------------------------------------------------------------------
-    def segment_groups(self, length: int) -> list[list[int]]:
-        """Indices of the segments of a ``length``-sample signal, grouped by segment length (so that each
-        group runs as one batch) and cut into groups of at most ``segment_batch`` segments."""
-        by_length: dict[int, list[int]] = {}
-        for i, (start, end) in enumerate(segment_bounds(self.cfg, length)):
-            by_length.setdefault(end - start, []).append(i)
-        n = max(1, self.segment_batch)
-        return [idx[j : j + n] for idx in by_length.values() for j in range(0, len(idx), n)]
+    # -- streaming interface -----------------------------------------------------------------------------
+    @property
+    def segmented(self) -> bool:
+        return self.cfg.segment_length is not None
 
+    def init_encode_state(self, batch_size: int, n_q: int) -> EncodeState:
+        """A fresh encoder state for ``batch_size`` rows at the start of their signals."""
+        return EncodeState(n_q, None if self.segmented else self.encoder.init_state(batch_size))
+
+    def init_decode_state(self, batch_size: int) -> DecodeState:
+        """A fresh decoder state for ``batch_size`` rows."""
+        return DecodeState(None if self.segmented else self.decoder.init_state(batch_size))
+
+    def step_samples(self, rows: int = 1) -> int:
+        """Samples per regular 24 kHz encoder feed when ``rows`` rows share a call: :attr:`block_length`
+        in all but at least one second per row (the width below which convolutions round differently)."""
+        if self.block_length is None:
+            return 0
+        return max(self.cfg.sampling_rate, self.block_length // max(1, rows))
+
+    def encode_feed(
+        self, state: EncodeState, buffered: int, ended: bool, step: int
+    ) -> tuple[int, bool] | None:
+        """The next feed of a stream with ``buffered`` samples waiting (``ended``: no more will come):
+        ``(samples, final)``, or None to wait. 24 kHz: :func:`feed_rule` with ``step`` samples. 48 kHz:
+        whatever completes the next segment (a segment is computed whole, whatever the feeds), and at
+        the end the rest."""
+        seg = self.cfg.segment_length
+        if seg is None:
+            return feed_rule(buffered, ended, step)
+        need = seg - (0 if state.buffer is None else state.buffer.shape[-1])
+        if buffered >= need:
+            return need, False
+        return (buffered, True) if ended else None
+
+    def decode_feed(
+        self, segment_frames: list[int], buffered: int, ended: bool, step: int
+    ) -> tuple[int, bool] | None:
+        """The next decoder feed in frames: 24 kHz :func:`feed_rule` with ``step // hop`` frames; 48 kHz one
+        segment (``segment_frames`` lists the frames of the segments still to feed)."""
+        if not self.segmented:
+            return feed_rule(buffered, ended, max(1, step // self.cfg.hop_length))
+        if not segment_frames:
+            return (0, True) if ended else None
+        n = segment_frames[0]
+        if buffered < n:
+            return None
+        return n, ended and len(segment_frames) == 1
+
+    def encode_step(self, x: torch.Tensor, state: EncodeState, final: bool = False) -> CodePacket:
+        """Feed audio ``x`` ``[B, C, n]`` (``n`` may be 0); return the codes now final. ``final=True`` ends
+        the signal: its end is padded exactly as offline and the rest returned."""
+        if not self.segmented:
+            emb = self.encoder.step(x, state.layers, final)
+            if emb.shape[-1] == 0:
+                return CodePacket(x.new_zeros(x.shape[0], state.n_q, 0, dtype=torch.long))
+            return CodePacket(self.quantizer.encode(emb, state.n_q))
+        seg, stride = self.cfg.segment_length, self.cfg.segment_stride
+        assert seg is not None and stride is not None
+        buf = x if state.buffer is None else torch.cat([state.buffer, x], dim=-1)
+        codes, scales, frames = [], [], []
+        # A segment is complete once its seg samples are in; at the end the rest is cut as offline.
+        while buf.shape[-1] >= seg or (final and buf.shape[-1] > 0):
+            emb, scale = self.embed_segment(buf[..., :seg])
+            codes.append(self.quantizer.encode(emb, state.n_q))
+            scales.append(scale)
+            frames.append(codes[-1].shape[-1])
+            buf = buf[..., stride:]
+        state.buffer = buf
+        if not codes:
+            return CodePacket(x.new_zeros(x.shape[0], state.n_q, 0, dtype=torch.long), None, [])
+        out_scales = torch.cat(scales, dim=1) if self.cfg.normalize else None  # type: ignore[arg-type]
+        return CodePacket(torch.cat(codes, dim=-1), out_scales, frames)
+
+    def decode_step(self, packet: CodePacket, state: DecodeState, final: bool = False) -> torch.Tensor:
+        """Feed codes (48 kHz: whole segments with their scales); return the audio now final
+        ``[B, C, n]``. ``final=True`` returns the rest. The caller trims to the signal's length."""
+        codes = packet.codes.to(next(self.decoder.parameters()).device)
+        if not self.segmented:
+            emb = self.quantizer.decode(codes) if codes.shape[-1] else self._no_embeddings(codes)
+            return self.decoder.step(emb, state.layers, final)
+        outs, f0 = [], 0
+        for i, nf in enumerate(packet.segment_frames):
+            scale = None if packet.scales is None else packet.scales[:, i : i + 1].to(codes.device)
+            seg = self.synthesize(self.quantizer.decode(codes[..., f0 : f0 + nf]), scale)
+            if final and state.acc is None and len(packet.segment_frames) == 1:
+                return seg  # a one-segment signal is not overlap-added, as the references
+            outs.append(self._overlap_add(seg, state))
+            f0 += nf
+        if final and state.acc is not None:
+            outs.append(self._take(state, state.acc.shape[-1]))
+        if not outs:
+            return torch.zeros(codes.shape[0], self.cfg.audio_channels, 0, device=codes.device)
+        return torch.cat(outs, dim=-1)
+
+    def _no_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(codes.shape[0], self.cfg.hidden_size, 0, device=codes.device)
+
+    def _overlap_add(self, seg: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """Add one decoded segment ``[B, C, n]`` with the references' triangular weight; return the audio
+        before the next segment's start, which no later segment touches. (Two segments overlap at most,
+        so the order of the additions is that of offline decoding and the floats are the same.)"""
+        stride = self.cfg.segment_stride
+        assert stride is not None
+        n = seg.shape[-1]
+        if state.weight_length == 0:
+            state.weight_length = n
+        weight = overlap_weight(state.weight_length, seg.device, seg.dtype)[:n]
+        off, end = state.offset, state.offset + n
+        if state.acc is None:
+            state.acc = seg.new_zeros(*seg.shape[:-1], end)
+            state.wsum = seg.new_zeros(seg.shape[0], end)
+        elif end > state.acc.shape[-1]:
+            grow = end - state.acc.shape[-1]
+            state.acc = torch.cat([state.acc, seg.new_zeros(*seg.shape[:-1], grow)], dim=-1)
+            state.wsum = torch.cat([state.wsum, seg.new_zeros(seg.shape[0], grow)], dim=-1)  # type: ignore[list-item]
+        assert state.wsum is not None
+        state.acc[..., off:end] += weight * seg
+        state.wsum[:, off:end] += weight
+        state.offset = off + stride
+        return self._take(state, min(state.offset, state.acc.shape[-1]))
+
+    def _take(self, state: DecodeState, n: int) -> torch.Tensor:
+        assert state.acc is not None and state.wsum is not None
+        out = state.acc[..., :n] / state.wsum[:, None, :n]
+        state.acc, state.wsum = state.acc[..., n:], state.wsum[:, n:]
+        state.offset -= n
+        return out
+
+    # -- offline: the same steps over whole signals ------------------------------------------------------
     def encode(self, x: torch.Tensor, n_q: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Codes ``[B, n_q, frames]`` for audio ``[B, C, T]`` and, when normalising, scales ``[B, segments]``.
-
-        Segments of equal length run through the encoder up to ``segment_batch`` at a time (the items of
-        a segment consecutive in the batch).
-        """
-        bounds = segment_bounds(self.cfg, x.shape[-1])
-        b = x.shape[0]
-        codes: list[torch.Tensor] = [x.new_empty(0)] * len(bounds)
-        scales: list[torch.Tensor | None] = [None] * len(bounds)
-        for group in self.segment_groups(x.shape[-1]):
-            parts = [x[..., bounds[i][0] : bounds[i][1]] for i in group]
-            segs = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)  # [S*B, C, n]
-            emb, scale = self.embed_segment(segs)
-            c = self.quantizer.encode(emb, n_q)
-            for j, i in enumerate(group):
-                codes[i] = c[j * b : (j + 1) * b]
-                scales[i] = None if scale is None else scale[j * b : (j + 1) * b]
-        scale_t = torch.cat(scales, dim=1) if self.cfg.normalize else None  # type: ignore[arg-type]
-        return torch.cat(codes, dim=-1), scale_t
-
-    def embed_items(self, items: Sequence[torch.Tensor], lstm_batch: int) -> list[list[Embedded]]:
-        """Embeddings ``[1, D, frames]`` and scale of each segment of each item ``[C, T_i]``, with the
-        encoder's LSTM run over up to ``lstm_batch`` (at least 2) pieces at once (CPU corpus encoding).
-
-        A piece (an item, or a 48 kHz segment) runs alone through the convolutions before the LSTM (in
-        blocks, as :meth:`embed_blocked`); pieces sorted by length then share LSTM calls, zero-padded at
-        the end (the LSTM runs forward in time, so padding changes no earlier output); each piece then
-        runs alone through the last layers. A batch-1 LSTM is memory-bound on CPU (each time step reads
-        the whole 4 MiB recurrent matrix for one row); 8 rows cost 2.4x one, not 8x.
-
-        Exactness: oneDNN's LSTM gives a row the same floats in batches of 2 or more, whatever the other
-        rows and the padded length (measured on this project's CPU with up to 64 rows and 1-2 threads:
-        ``tests/test_lstm_batch.py``), but a batch of one takes another kernel whose floats differ by
-        about 1e-7. A lone piece therefore runs beside a zero row (``lstm_batch`` below 2 runs as 2):
-        each item's embeddings are the same whichever items share its calls, and may differ from
-        :meth:`encode`'s (a batch of one, as the references) by about 1e-7, which flips a code only at a
-        near-tie.
-
-        Pieces longer than :attr:`lstm_batch_max_seconds` run alone, exactly as :meth:`embed_segment`
-        (in 2 s blocks), so that memory stays bounded: a whole-length LSTM call precomputes its input
-        products for every time step (4 x 512 floats per frame and row). That choice depends only on the
-        piece's own length, so it too is the same whatever the batch.
-        """
-        head, lstm, tail = self.encoder.split_at_lstm()
-        pieces = [
-            (i, x[None, :, start:end])
-            for i, x in enumerate(items)
-            for start, end in segment_bounds(self.cfg, x.shape[-1])
-        ]
-        out: list[list[Embedded]] = [[] for _ in items]
-        results: list[Embedded | None] = [None] * len(pieces)
-        longest = int(self.lstm_batch_max_seconds * self.cfg.sampling_rate)
-        for p, (_, x) in enumerate(pieces):
-            if x.shape[-1] > longest:
-                results[p] = self.embed_segment(x)
-        order = sorted(
-            (p for p in range(len(pieces)) if results[p] is None), key=lambda p: pieces[p][1].shape[-1]
-        )
-        size = max(2, lstm_batch)
-        for g in range(0, len(order), size):
-            group = order[g : g + size]
-            feats, scales = [], []
-            for p in group:
-                x, scale = self.normalized(pieces[p][1])
-                feats.append(_run_in_blocks(head, x, self.block_length, self.cfg.sampling_rate))
-                scales.append(scale)
-            width = max(f.shape[-1] for f in feats)
-            batch = feats[0].new_zeros(max(2, len(feats)), feats[0].shape[1], width)
-            for row, f in enumerate(feats):
-                batch[row, :, : f.shape[-1]] = f[0]
-            y, _ = lstm(batch)
-            for row, (p, f, scale) in enumerate(zip(group, feats, scales, strict=True)):
-                results[p] = (tail(y[row : row + 1, :, : f.shape[-1]].contiguous()), scale)
-        for (i, _), r in zip(pieces, results, strict=True):
-            assert r is not None
-            out[i].append(r)
-        return out
-
-    def encode_items(
-        self, items: Sequence[torch.Tensor], n_q: int, lstm_batch: int
-    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Codes ``[n_q, frames]`` and scales ``[segments]`` (None unless normalising) of each item
-        ``[C, T_i]``, the LSTM batched across pieces as in :meth:`embed_items`."""
-        out = []
-        for segments in self.embed_items(items, lstm_batch):
-            codes = torch.cat([self.quantizer.encode(emb, n_q)[0] for emb, _ in segments], dim=-1)
-            scales = None if not self.cfg.normalize else torch.cat([s.view(1) for _, s in segments])  # type: ignore[union-attr]
-            out.append((codes, scales))
-        return out
+        """Codes ``[B, n_q, frames]`` for audio ``[B, C, T]`` and, when normalising, scales ``[B, segments]``:
+        :meth:`encode_step` over the feeds of :meth:`encode_feed` (``step_samples(B)``)."""
+        state, step, i = self.init_encode_state(x.shape[0], n_q), self.step_samples(x.shape[0]), 0
+        packets = []
+        while (feed := self.encode_feed(state, x.shape[-1] - i, True, step)) is not None:
+            n, final = feed
+            packets.append(self.encode_step(x[..., i : i + n], state, final))
+            i += n
+            if final:
+                break
+        codes = torch.cat([p.codes for p in packets], dim=-1)
+        scales = [p.scales for p in packets if p.scales is not None]
+        return codes, (torch.cat(scales, dim=1) if self.cfg.normalize and scales else None)
 
     def decode(self, codes: torch.Tensor, scales: torch.Tensor | None, length: int) -> torch.Tensor:
-        """Audio ``[B, C, length]`` from codes ``[B, n_q, frames]`` of a ``length``-sample signal.
+        """Audio ``[B, C, length]`` from codes ``[B, n_q, frames]`` of a ``length``-sample signal:
+        :meth:`decode_step` over the feeds of :meth:`decode_feed`."""
+        from .framing import segment_bounds
 
-        Segments (48 kHz) are overlap-added with the references' triangular weights, normalised by the
-        summed weight, into the output as they are decoded: only the output and the segments of one
-        call are in memory. (Two segments overlap at most, so the order of the additions does not
-        change the floats.)
-        """
-        bounds = segment_bounds(self.cfg, length)
-        b = codes.shape[0]
-        first = [0]
-        for start, end in bounds:
-            first.append(first[-1] + math.ceil((end - start) / self.cfg.hop_length))
-        out: torch.Tensor | None = None
-        sum_weight: torch.Tensor | None = None
-        for group in self.segment_groups(length):
-            parts = [codes[..., first[i] : first[i + 1]] for i in group]
-            c = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)  # [S*B, n_q, f]
-            s = None if scales is None else torch.cat([scales[:, i] for i in group], dim=0)
-            seg = self.synthesize(self.quantizer.decode(c), s)
-            if len(bounds) == 1:
-                return seg[..., :length].contiguous()
-            if out is None:  # the weight follows the first segment's decoded length (frames * hop)
-                out = seg.new_zeros(b, seg.shape[1], length)  # samples past the end are not kept
-                sum_weight = seg.new_zeros(length)
-                weight = overlap_weight((first[1] - first[0]) * self.cfg.hop_length, seg.device, seg.dtype)
-            assert sum_weight is not None
-            for j, i in enumerate(group):
-                off = bounds[i][0]
-                n = min(seg.shape[-1], length - off)
-                out[..., off : off + n] += weight[:n] * seg[j * b : (j + 1) * b, :, :n]
-                sum_weight[off : off + n] += weight[:n]
-        assert out is not None
-        return out.div_(sum_weight)
+        hop = self.cfg.hop_length
+        seg_frames = (
+            [-(-(e - s) // hop) for s, e in segment_bounds(self.cfg, length)] if self.segmented else []
+        )
+        state, step, f, k = self.init_decode_state(codes.shape[0]), self.step_samples(codes.shape[0]), 0, 0
+        outs = []
+        while (feed := self.decode_feed(seg_frames[k:], codes.shape[-1] - f, True, step)) is not None:
+            n, final = feed
+            packet = CodePacket(codes[..., f : f + n])
+            if self.segmented and n:
+                packet = CodePacket(packet.codes, None if scales is None else scales[:, k : k + 1], [n])
+                k += 1
+            outs.append(self.decode_step(packet, state, final))
+            f += n
+            if final:
+                break
+        return torch.cat(outs, dim=-1)[..., :length].contiguous()

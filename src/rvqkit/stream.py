@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,9 +26,8 @@ import soxr
 import torch
 
 from .errors import AudioError, CodesError, RvqkitError
-from .framing import overlap_weight
-from .nn.streaming import split_state, stack_states, state_signature
-from .precision import model_call, precision_scope
+from .packets import CodePacket
+from .precision import model_call
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -36,25 +35,6 @@ if TYPE_CHECKING:
 
 class StreamError(RvqkitError):
     """A streaming call out of order (push after flush) or with a chunk of the wrong shape."""
-
-
-@dataclass
-class CodePacket:
-    """Codes that became final in one call.
-
-    Attributes:
-        codes: int64 ``[batch, n_q, frames]`` (``frames`` may be 0).
-        scales: ``[batch, segments]`` scales of the 48 kHz segments completed here, else None.
-        segment_frames: frames of each 48 kHz segment completed here (empty for 24 kHz).
-    """
-
-    codes: torch.Tensor
-    scales: torch.Tensor | None = None
-    segment_frames: list[int] = field(default_factory=list)
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.codes.shape[-1])
 
 
 def _as_batch(audio: np.ndarray | torch.Tensor, batch_size: int, channels: int) -> torch.Tensor:
@@ -77,25 +57,42 @@ def _as_batch(audio: np.ndarray | torch.Tensor, batch_size: int, channels: int) 
 class StreamEncoder:
     """Audio in, codes out, chunk by chunk; ``flush()`` ends the signal. ``reset()`` starts a new one.
 
+    A thin buffer over the model's streaming interface (:meth:`rvqkit.model.EncodecModel.encode_step`).
+
     Args:
         codec: the model.
         bandwidth: kbps.
-        batch_size: independent streams pushed together.
+        batch_size: independent streams pushed together (in lockstep).
         sample_rate: rate of the pushed audio in Hz (default: the model's). Another rate goes through
             soxr's streaming resampler (one per stream, quality HQ as :meth:`Codec.encode` uses): the
             codes equal ``Codec.encode`` of the whole signal at that rate. The resampler holds back
             audio until more arrives (or until :meth:`flush`): up to about 30 ms at 16 kHz in 10 ms
             chunks (its output comes in bursts), which adds to the latency.
             Chunks are ``[batch, channels, samples]`` with the model's channel count.
+        step: None (default): every chunk goes into the model as pushed, for the lowest latency; the
+            codes are those of offline encoding except at rare near-ties, since narrow chunks round
+            differently (docs/streaming.md gives the measured share). A number of samples: the audio is
+            fed by :func:`rvqkit.model.feed_rule` in feeds of ``step`` samples (holding back up to two
+            steps), so the codes are exactly those of :class:`rvqkit.engine.Engine` with that ``step``,
+            however the audio is chunked; ``step=codec.model.step_samples()`` gives exactly
+            :meth:`Codec.encode`'s codes.
     """
 
     def __init__(
-        self, codec: Codec, bandwidth: float, batch_size: int = 1, sample_rate: int | None = None
+        self,
+        codec: Codec,
+        bandwidth: float,
+        batch_size: int = 1,
+        sample_rate: int | None = None,
+        step: int | None = None,
     ) -> None:
         self.codec = codec
         self.n_q = codec.n_q_for(bandwidth)
         self.batch_size = batch_size
         self.segmented = codec.config.segment_length is not None
+        if step is not None and step < 1:
+            raise StreamError(f"step must be at least 1 sample, got {step}")
+        self.step = step
         from .audio import check_sample_rate
 
         self.sample_rate = codec.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
@@ -121,11 +118,8 @@ class StreamEncoder:
             ]
         )
         self.finished = False
-        if self.segmented:
-            self._buffer: torch.Tensor | None = None  # samples from self._seg_start on
-            self._seg_start = 0
-        else:
-            self._state = self.codec.model.encoder.init_state(self.batch_size)
+        self._state = self.codec.model.init_encode_state(self.batch_size, self.n_q)
+        self._pending = torch.zeros(self.batch_size, self.codec.channels, 0, device=self.codec.device)
 
     @property
     def length(self) -> int:
@@ -140,7 +134,7 @@ class StreamEncoder:
         x = self._resample(_as_batch(audio, self.batch_size, self.codec.channels), last=False)
         x = x.to(self.codec.device)
         self.samples_in += x.shape[-1]
-        return self._segments(x, final=False) if self.segmented else self._frames(x, final=False)
+        return self._feed(x, final=False)
 
     def _resample(self, x: torch.Tensor, last: bool) -> torch.Tensor:
         """``x`` ``[batch, channels, n]`` at :attr:`sample_rate` → what the resamplers give at the model's rate."""
@@ -170,43 +164,35 @@ class StreamEncoder:
         if self.samples_in == 0:
             raise AudioError("stream is empty (0 samples pushed)")
         self.finished = True
-        return self._segments(x, final=True) if self.segmented else self._frames(x, final=True)
+        return self._feed(x, final=True)
 
-    def _frames(self, x: torch.Tensor, final: bool) -> CodePacket:
+    def _feed(self, x: torch.Tensor, final: bool) -> CodePacket:
+        """As pushed (``step`` None), or in the feeds of :meth:`EncodecModel.encode_feed`."""
         model = self.codec.model
-        emb = model.encoder.step(x, self._state, final)
-        codes = model.quantizer.encode(emb, self.n_q) if emb.shape[-1] else self._no_codes()
+        if self.step is None:
+            packets = [model.encode_step(x, self._state, final)]
+        else:
+            buf, packets = torch.cat([self._pending, x], dim=-1), []
+            while (feed := model.encode_feed(self._state, buf.shape[-1], final, self.step)) is not None:
+                n, last = feed
+                packets.append(model.encode_step(buf[..., :n], self._state, last))
+                buf = buf[..., n:]
+                if last:
+                    break
+            self._pending = buf
+        codes = torch.cat([p.codes for p in packets], dim=-1) if packets else self._no_codes()
+        scales = [p.scales for p in packets if p.scales is not None]
+        frames = [f for p in packets for f in p.segment_frames]
         self.frames_out += codes.shape[-1]
-        return CodePacket(codes.cpu())
+        return CodePacket(codes.cpu(), torch.cat(scales, dim=1).cpu() if scales else None, frames)
 
     def _no_codes(self) -> torch.Tensor:
         return torch.zeros(self.batch_size, self.n_q, 0, dtype=torch.long, device=self.codec.device)
 
-    def _segments(self, x: torch.Tensor, final: bool) -> CodePacket:
-        cfg, model = self.codec.config, self.codec.model
-        seg_len, stride = cfg.segment_length, cfg.segment_stride
-        assert seg_len is not None and stride is not None
-        buf = x if self._buffer is None else torch.cat([self._buffer, x], dim=-1)
-        codes, scales, frames = [], [], []
-        # A segment is complete once its seg_len samples are in; at the end, the rest are cut as offline.
-        while buf.shape[-1] >= seg_len or (final and self._seg_start < self.samples_in):
-            seg = buf[..., :seg_len]
-            emb, scale = model.embed_segment(seg)
-            codes.append(model.quantizer.encode(emb, self.n_q))
-            scales.append(scale)
-            frames.append(codes[-1].shape[-1])
-            buf = buf[..., stride:]
-            self._seg_start += stride
-        self._buffer = buf
-        if not codes:
-            return CodePacket(self._no_codes().cpu(), None, [])
-        out = torch.cat(codes, dim=-1)
-        self.frames_out += out.shape[-1]
-        return CodePacket(out.cpu(), torch.cat(scales, dim=1).cpu(), frames)  # type: ignore[arg-type]
-
 
 class StreamDecoder:
-    """Codes in, audio out, packet by packet; ``flush()`` returns the rest.
+    """Codes in, audio out, packet by packet; ``flush()`` returns the rest. A thin buffer over
+    :meth:`rvqkit.model.EncodecModel.decode_step`.
 
     Args:
         length: the signal's length in samples if known (codes files store it): audio past it is
@@ -223,14 +209,7 @@ class StreamDecoder:
     def reset(self) -> None:
         self.samples_out = 0
         self.finished = False
-        if self.segmented:
-            self._acc: torch.Tensor | None = None  # weighted sums from sample self.samples_out on
-            self._wsum: torch.Tensor | None = None
-            self._weight: torch.Tensor | None = None
-            self._segments_in = 0
-            self._taken = 0  # samples of the overlap-added signal taken out of the buffers
-        else:
-            self._state = self.codec.model.decoder.init_state(self.batch_size)
+        self._state = self.codec.model.init_decode_state(self.batch_size)
 
     def _check(self, packet: CodePacket) -> None:
         c = packet.codes
@@ -262,48 +241,7 @@ class StreamDecoder:
         if isinstance(packet, torch.Tensor):
             packet = CodePacket(packet)
         self._check(packet)
-        model, dev = self.codec.model, self.codec.device
-        if not self.segmented:
-            emb = model.quantizer.decode(packet.codes.to(dev))
-            return self._emit(model.decoder.step(emb, self._state, final=False))
-        outs, f0 = [], 0
-        for i, nf in enumerate(packet.segment_frames):
-            emb = model.quantizer.decode(packet.codes[..., f0 : f0 + nf].to(dev))
-            scale = packet.scales[:, i : i + 1].to(dev)  # type: ignore[index]
-            outs.append(self._overlap_add(model.synthesize(emb, scale)))
-            f0 += nf
-        if not outs:
-            return torch.zeros(self.batch_size, self.codec.channels, 0)
-        return self._emit(torch.cat(outs, dim=-1))
-
-    def _overlap_add(self, frame: torch.Tensor) -> torch.Tensor:
-        """Add one decoded segment as :meth:`rvqkit.model.EncodecModel.decode` does; return what is final."""
-        stride = self.codec.config.segment_stride
-        assert stride is not None
-        n = frame.shape[-1]
-        if self._weight is None:  # the references weight every segment with the first one's triangle
-            self._weight = overlap_weight(n, frame.device, frame.dtype)
-        off = self._segments_in * stride - self._taken
-        end = off + n
-        if self._acc is None:
-            self._acc = frame.new_zeros(*frame.shape[:-1], end)
-            self._wsum = frame.new_zeros(end)
-        elif end > self._acc.shape[-1]:
-            grow = end - self._acc.shape[-1]
-            self._acc = torch.cat([self._acc, frame.new_zeros(*frame.shape[:-1], grow)], dim=-1)
-            self._wsum = torch.cat([self._wsum, frame.new_zeros(grow)])  # type: ignore[list-item]
-        self._acc[..., off:end] += self._weight[:n] * frame
-        self._wsum[off:end] += self._weight[:n]  # type: ignore[index]
-        self._segments_in += 1
-        ready = min(self._segments_in * stride - self._taken, self._acc.shape[-1])  # before the next segment
-        return self._take(ready)
-
-    def _take(self, n: int) -> torch.Tensor:
-        assert self._acc is not None and self._wsum is not None
-        out = self._acc[..., :n] / self._wsum[:n]
-        self._acc, self._wsum = self._acc[..., n:], self._wsum[n:]
-        self._taken += n
-        return out
+        return self._emit(self.codec.model.decode_step(packet, self._state, final=False))
 
     @model_call
     def flush(self, length: int | None = None) -> torch.Tensor:
@@ -313,94 +251,8 @@ class StreamDecoder:
         self.finished = True
         if length is not None:
             self.length = length
-        if self.segmented:
-            if self._acc is None:
-                return torch.zeros(self.batch_size, self.codec.channels, 0)
-            return self._emit(self._take(self._acc.shape[-1]))
-        dev = self.codec.device
-        x = torch.zeros(self.batch_size, self.codec.config.hidden_size, 0, device=dev)
-        return self._emit(self.codec.model.decoder.step(x, self._state, final=True))
-
-
-def _groups(keys: list[object]) -> list[list[int]]:
-    out: dict[object, list[int]] = {}
-    for i, key in enumerate(keys):
-        out.setdefault(key, []).append(i)
-    return list(out.values())
-
-
-@torch.inference_mode()
-def push_many(encoders: list[StreamEncoder], chunks: list[np.ndarray | torch.Tensor]) -> list[CodePacket]:
-    """Push one chunk to each of several independent encoders of one codec, batching the model work.
-
-    Encoders whose streams are in the same phase (same state signature, same chunk length and bandwidth)
-    share one model call; the result for each is what ``encoder.push(chunk)`` would return (up to float
-    rounding of the batched computation). 48 kHz encoders and singletons are pushed one by one.
-    """
-    if len(encoders) != len(chunks):
-        raise StreamError(f"{len(encoders)} encoders but {len(chunks)} chunks")
-    results: list[CodePacket | None] = [None] * len(encoders)
-    xs = [_as_batch(c, e.batch_size, e.codec.channels) for e, c in zip(encoders, chunks, strict=True)]
-    keys: list[object] = []
-    for i, (e, x) in enumerate(zip(encoders, xs, strict=True)):
-        if e.segmented or e.finished:
-            keys.append(("alone", i))
-        else:
-            keys.append((id(e.codec), e.n_q, x.shape[-1], state_signature(e._state)))
-    for idx in _groups(keys):
-        if len(idx) == 1:
-            results[idx[0]] = encoders[idx[0]].push(xs[idx[0]])
-            continue
-        first = encoders[idx[0]]
-        sizes = [encoders[i].batch_size for i in idx]
-        state = stack_states([encoders[i]._state for i in idx])
-        x = torch.cat([xs[i] for i in idx], dim=0).to(first.codec.device)
-        with precision_scope(first.codec.precision, first.codec.device):
-            emb = first.codec.model.encoder.step(x, state, final=False)
-            codes = first.codec.model.quantizer.encode(emb, first.n_q) if emb.shape[-1] else None
-        for j, (i, st) in enumerate(zip(idx, split_state(state, sizes), strict=True)):
-            enc = encoders[i]
-            enc._state = st
-            enc.samples_in += xs[i].shape[-1]
-            part = enc._no_codes() if codes is None else codes[sum(sizes[:j]) : sum(sizes[: j + 1])]
-            enc.frames_out += part.shape[-1]
-            results[i] = CodePacket(part.cpu())
-    return results  # type: ignore[return-value]
-
-
-@torch.inference_mode()
-def decode_many(
-    decoders: list[StreamDecoder], packets: list[CodePacket | torch.Tensor]
-) -> list[torch.Tensor]:
-    """Push codes to several independent 24 kHz decoders of one codec in one batched model call per
-    phase group, as :func:`push_many` does for encoders."""
-    if len(decoders) != len(packets):
-        raise StreamError(f"{len(decoders)} decoders but {len(packets)} packets")
-    pk = [p if isinstance(p, CodePacket) else CodePacket(p) for p in packets]
-    results: list[torch.Tensor | None] = [None] * len(decoders)
-    keys: list[object] = []
-    for i, (d, p) in enumerate(zip(decoders, pk, strict=True)):
-        if d.segmented or d.finished or p.num_frames == 0:
-            keys.append(("alone", i))
-        else:
-            d._check(p)
-            keys.append((id(d.codec), tuple(p.codes.shape[1:]), state_signature(d._state)))
-    for idx in _groups(keys):
-        if len(idx) == 1:
-            results[idx[0]] = decoders[idx[0]].push(pk[idx[0]])
-            continue
-        first = decoders[idx[0]]
-        sizes = [decoders[i].batch_size for i in idx]
-        state = stack_states([decoders[i]._state for i in idx])
-        codes = torch.cat([pk[i].codes for i in idx], dim=0).to(first.codec.device)
-        with precision_scope(first.codec.precision, first.codec.device):
-            audio = first.codec.model.decoder.step(
-                first.codec.model.quantizer.decode(codes), state, final=False
-            )
-        for j, (i, st) in enumerate(zip(idx, split_state(state, sizes), strict=True)):
-            decoders[i]._state = st
-            results[i] = decoders[i]._emit(audio[sum(sizes[:j]) : sum(sizes[: j + 1])])
-    return results  # type: ignore[return-value]
+        empty = CodePacket(torch.zeros(self.batch_size, 1, 0, dtype=torch.long))
+        return self._emit(self.codec.model.decode_step(empty, self._state, final=True))
 
 
 @dataclass
@@ -429,10 +281,3 @@ def startup_frames(codec: Codec) -> int:
     """Frames the 24 kHz encoder must receive before its first code: the left reflect padding of its
     frame-rate convolution reads ``kernel_size - 1`` later frames. (Measured by the tests.)"""
     return codec.config.last_kernel_size
-
-
-def algorithmic_latency_samples(codec: Codec) -> int:
-    """Samples between the end of a frame's audio and the moment its codes and audio can be final in
-    steady state: 0 beyond the frame itself at 24 kHz (causal), one segment at 48 kHz."""
-    seg = codec.config.segment_length
-    return codec.hop_length if seg is None else seg

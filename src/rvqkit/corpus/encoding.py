@@ -1,32 +1,25 @@
-"""Run the model on loaded items: sort by length, cut into batches, encode, split the codes per item.
-
-:meth:`rvqkit.Codec.encode` takes a list of items of different lengths: on CPU the convolutions run
-item by item and the encoder's LSTM over :data:`CPU_LSTM_BATCH` items at once (neighbours in length, so
-little padding); on a GPU items of *equal* length share a call. Sorting by length puts similar lengths
-together; the batch budget bounds memory. For segmented models (48 kHz) on a GPU the 1 s segments are
-batched instead, so all full segments of a batch share one call.
+"""Run the model on loaded items: sort by length, cut into batches within a memory budget, and encode
+each batch through the batching engine (:mod:`rvqkit.engine`): on CPU :data:`CPU_LSTM_BATCH` items in
+flight, their steps sharing model calls; on a GPU :data:`rvqkit.codec.GPU_SLOTS`. An item's codes do not
+depend on its batch (the engine's rule), so the budget and the order change nothing but speed.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..codec import Codec
-from ..framing import segment_bounds
-from ..precision import precision_scope
 from .items import Loaded, Result
 
-#: Audio seconds per model call on CPU: enough for 8 items of 30 s to share the LSTM's calls
-#: (:data:`CPU_LSTM_BATCH`). The convolutions still run item by item (in 2 s blocks for long items), so a
-#: call holds the audio plus the LSTM's input and output, 2 x 512 floats per frame (about 55 MB).
+#: Audio seconds per engine batch on CPU (the items loaded and in memory at once). The engine runs them in
+#: 1 s feeds, so activations stay small whatever the batch.
 CPU_BATCH_SECONDS = 240.0
-#: On CPU, items (or 48 kHz segments) whose encoder LSTM runs as one batch (see
-#: :meth:`rvqkit.model.EncodecModel.embed_items`); 1 runs each item alone, as ``Codec.encode`` does by
-#: default. Measured per item and LSTM step: 36 us alone, 10 us in a batch of 8, 9.8 us in one of 16.
+#: On CPU, items in flight in the engine, their steps sharing model calls (``Codec.encode(lstm_batch=)``);
+#: 1 runs each item alone, as ``Codec.encode`` does by default. Measured per item and LSTM step: 36 us
+#: alone, 10 us in a batch of 8, 9.8 us in one of 16.
 CPU_LSTM_BATCH = 8
 GPU_BYTES_PER_SAMPLE = 2048  # rough peak activation memory per input sample of the encoder (float32)
 
@@ -63,80 +56,26 @@ def plan_batches(lengths: Sequence[int], max_samples: int) -> list[list[int]]:
     return batches
 
 
-def _encode_group(codec: Codec, audio: list[np.ndarray], bandwidth: float, lstm_batch: int) -> list[tuple]:
-    """(codes int16 [n_q, frames], scales float32 [segments] or None) per item; halves the batch on
-    CUDA out-of-memory."""
+def _encode_group(codec: Codec, audio: list[np.ndarray], n_q: int, lstm_batch: int) -> list[tuple]:
+    """(codes int16 [n_q, frames], scales float32 [segments] or None) per item, through the engine
+    (:meth:`rvqkit.Codec.engine`); halves the batch on CUDA out-of-memory."""
     try:
-        if codec.config.segment_length is not None and codec.device.type != "cpu":
-            return _encode_segments(codec, audio, codec.n_q_for(bandwidth))
-        enc = codec.encode(audio, codec.sample_rate, bandwidth=bandwidth, lstm_batch=lstm_batch)
+        results = codec.engine(lstm_batch).encode([torch.from_numpy(a) for a in audio], n_q)
     except torch.cuda.OutOfMemoryError:
         if len(audio) == 1:
             raise
         torch.cuda.empty_cache()
         half = len(audio) // 2
-        return _encode_group(codec, audio[:half], bandwidth, lstm_batch) + _encode_group(
-            codec, audio[half:], bandwidth, lstm_batch
+        return _encode_group(codec, audio[:half], n_q, lstm_batch) + _encode_group(
+            codec, audio[half:], n_q, lstm_batch
         )
-    out = []
-    codes = enc.codes.numpy()
-    for i in range(enc.batch_size):
-        c = codes[i, :, : int(enc.frame_lengths[i])].astype(np.int16)
-        s = None
-        if enc.scales is not None:
-            n_seg = len(segment_bounds(codec.config, int(enc.lengths[i])))
-            s = enc.scales[i, :n_seg].numpy().astype(np.float32)
-        out.append((c, s))
-    return out
-
-
-@torch.inference_mode()
-def _encode_segments(codec: Codec, audio: list[np.ndarray], n_q: int) -> list[tuple]:
-    """Segmented models (48 kHz: 1 s segments) on a GPU: segments of *equal length* share one model
-    call even when they come from items of different lengths (on CPU, ``Codec.encode`` batches only the
-    LSTM, across segments: see ``EncodecModel.embed_items``). Segments are encoded independently of each
-    other, so this is exactly :meth:`EncodecModel.encode` per item (the same embed_segment + quantizer
-    calls), with the segments of many items batched."""
-    cfg = codec.config
-    pieces: dict[int, list[tuple[int, int, int, int]]] = defaultdict(
-        list
-    )  # length -> (item, seg, start, end)
-    bounds = [segment_bounds(cfg, a.shape[-1]) for a in audio]
-    for i, b in enumerate(bounds):
-        for j, (start, end) in enumerate(b):
-            pieces[end - start].append((i, j, start, end))
-    codes: list[list] = [[None] * len(b) for b in bounds]
-    scales: list[list] = [[None] * len(b) for b in bounds]
-    for group in pieces.values():
-        x = torch.stack([torch.from_numpy(audio[i][:, s:e]) for i, _, s, e in group]).to(codec.device)
-        with precision_scope(codec.precision, codec.device):
-            emb, scale = codec.model.embed_segment(x)
-            c = codec.model.quantizer.encode(emb, n_q).cpu().numpy().astype(np.int16)
-        for row, (i, j, _, _) in enumerate(group):
-            codes[i][j] = c[row]
-            scales[i][j] = None if scale is None else float(scale[row, 0])
     return [
         (
-            np.concatenate(cs, axis=-1),
-            None if cfg.normalize is False else np.asarray(sc, dtype=np.float32),
+            r.codes.numpy().astype(np.int16),
+            None if r.scales is None else r.scales.numpy().astype(np.float32),
         )
-        for cs, sc in zip(codes, scales, strict=True)
+        for r in results
     ]
-
-
-def _calls(batches: list[list[int]], codec: Codec, lstm_batch: int) -> Iterator[list[int]]:
-    """Batches as model calls. On CPU a batch runs as calls of ``lstm_batch`` items (neighbours in
-    length, so the same items share the LSTM as in one call of the whole batch; an item's codes do not
-    depend on that anyway): the same work, with a result, and progress, after each group of items
-    rather than after the whole batch. On a GPU the batches run whole (items of equal length share a
-    call)."""
-    if codec.device.type != "cpu":
-        yield from batches
-        return
-    step = max(1, lstm_batch)
-    for batch in batches:
-        for i in range(0, len(batch), step):
-            yield batch[i : i + step]
 
 
 def iter_encode(
@@ -160,16 +99,17 @@ def iter_encode(
         yield errors
     good = [it for it in loaded if it.reason is None and it.audio is not None]
     lengths = [it.audio.shape[-1] for it in good]  # type: ignore[union-attr]
-    for batch in _calls(plan_batches(lengths, max_samples), codec, lstm_batch):
+    n_q = codec.n_q_for(bandwidth)
+    for batch in plan_batches(lengths, max_samples):
         items = [good[b] for b in batch]
         audio = [it.audio for it in items]
         try:
-            out = _encode_group(codec, audio, bandwidth, lstm_batch)  # type: ignore[arg-type]
+            out = _encode_group(codec, audio, n_q, lstm_batch)  # type: ignore[arg-type]
         except Exception:  # one failing call must not stop the job; retry item by item
             out = []
             for a in audio:
                 try:
-                    out.extend(_encode_group(codec, [a], bandwidth, lstm_batch))  # type: ignore[list-item]
+                    out.extend(_encode_group(codec, [a], n_q, lstm_batch))  # type: ignore[list-item]
                 except Exception as e:
                     out.append((None, f"{type(e).__name__}: {e}"))
         results = []
