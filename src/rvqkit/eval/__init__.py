@@ -16,13 +16,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .metrics import METRICS, MetricSkipped
-from .report import summarize, summary_rows, write_report
-from .run import EvalError, EvalResult, run_eval
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..codec import Codec
+    from .report import summarize, summary_rows, write_report
+    from .run import EvalError, EvalResult, run_eval
+
+# The report and the runner (which import the corpus reader, and with it pyarrow) load when first used:
+# the metrics alone (rvqkit.eval.metrics, rvqkit.eval.streaming, e.g. in the server) need neither.
+_LAZY = {
+    "summarize": "report",
+    "summary_rows": "report",
+    "write_report": "report",
+    "EvalError": "run",
+    "EvalResult": "run",
+    "run_eval": "run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "METRICS",
@@ -65,6 +85,8 @@ def evaluate(
         metrics, ``delay_samples``, ``skipped``: reasons); ``df.attrs["eval"]`` holds the run's facts.
     """
     import pandas as pd
+
+    from .run import run_eval
 
     result = run_eval(codec, inputs, bandwidths, n_q, **options)
     df = pd.DataFrame(result.rows)
