@@ -3,17 +3,22 @@
 N concurrent WebSocket encode streams on loopback, each sending real-time-paced 80 ms chunks of its own
 test signal. For every frame: latency from the moment its last sample was sent (or, for the first
 frames, the sample that completes the encoder's start-up, 7 frames = 2240 samples at 24 kHz) to the
-moment its codes arrive back at the client. Also: frames dropped (expected − received), streams refused
-or closed, and whether each stream's codes equal offline ``codec.encode`` of the same signal (24 kHz:
-identical except near-tie frames, ≤ max(1, frames // 100), as tests/test_stream.py counts).
+moment its codes arrive back at the client. (The server feeds its engine in 80 ms steps; the chunks here
+are aligned to them, so that rule adds no wait.) Also: frames dropped (expected − received), streams
+refused or closed, and each stream's codes against two references: offline encoding of its whole signal
+through an engine of the server's configuration (``rvqkit.server.sockets.encode_offline``: must be
+identical, bit for bit), and ``codec.encode`` (identical except near-tie frames, ≤ max(1, frames // 100),
+as tests/test_stream.py counts).
 
 The server runs in its own process (uvicorn), once with cross-stream batching and once without; N
 grows until p99 latency passes the limit or a stream falls behind. A stream is "real time" at N when
 no frame is dropped, no stream errs, and the p99 latency over all frames of all streams is < 100 ms.
+Every row gives the machine's load average (other processes share its cores).
 
     python benchmarks/server_load.py --random-model                  # random weights (same compute)
     python benchmarks/server_load.py --model facebook/encodec_24khz  # real weights if cached
     python benchmarks/server_load.py --random-model --streams 1 8 16 32 --seconds 6 --markdown
+    python benchmarks/server_load.py --random-model --engine-only --streams 1 8 16 24 32   # no server
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+MAX_STREAMS = 1024  # the server's stream limit here (the engine's slots)
 
 
 # -- the model ---------------------------------------------------------------------------------------------
@@ -54,6 +60,36 @@ def random_codec(seed: int = 0):
             model.quantizer.codebooks[k] = book
             residual = residual - book[torch.cdist(residual, book).argmin(dim=1)]
     return Codec(model, "cpu", weights_sha256=f"random-seed-{seed}")
+
+
+def server_engine(codec, batching: bool):
+    """An engine of the configuration :func:`serve` gives the server (fp32, 1024 slots, 80 ms feeds)."""
+    from rvqkit.engine import Engine
+    from rvqkit.server.sockets import STEP_SAMPLES
+
+    rows = "batched" if batching else "alone"
+    return Engine(codec.model, codec.device, codec.precision, rows, MAX_STREAMS, STEP_SAMPLES)
+
+
+def exact_codes(codec, batching: bool, signals: list[np.ndarray], bandwidth: float) -> list[np.ndarray]:
+    """Each signal's codes as the server's engine gives them offline (what
+    ``rvqkit.server.sockets.encode_offline`` gives), all signals in one run of the engine: an item's
+    codes do not depend on its batch-mates, so this is exact and cheaper than one signal at a time."""
+    from rvqkit.server.sockets import merge_packets, open_encoder
+
+    engine = server_engine(codec, batching)
+    n_q = codec.n_q_for(bandwidth)
+    jobs = [open_encoder(engine, n_q) for _ in signals]
+    for job, x in zip(jobs, signals, strict=True):
+        job.push(torch.from_numpy(x))
+        job.end()
+    engine.advance(jobs)
+    return [merge_packets(job.collect(), n_q).codes[0].numpy() for job in jobs]
+
+
+def load_average() -> float:
+    """The 1-minute load average (what else runs on the machine's cores)."""
+    return os.getloadavg()[0]
 
 
 def load_codec(args):
@@ -84,7 +120,7 @@ def serve(args) -> None:
     tune_allocator()  # as `rvqkit serve` does
     torch.set_num_threads(args.threads)
     settings = ServerSettings(
-        max_streams=1024, idle_timeout_s=60, batching=args.batching, max_backlog_s=args.max_backlog
+        max_streams=MAX_STREAMS, idle_timeout_s=60, batching=args.batching, max_backlog_s=args.max_backlog
     )
     uvicorn.run(create_app(load_codec(args), settings), host="127.0.0.1", port=args.port, log_level="warning")
 
@@ -193,59 +229,67 @@ async def run_level(port: int, n: int, signals: list[np.ndarray], args) -> list[
     return await asyncio.gather(*(one_stream(port, signals[i], args, delays[i]) for i in range(n)))
 
 
-def evaluate(results: list[StreamResult], signals, offline) -> dict:
+def evaluate(results: list[StreamResult], exact, offline) -> dict:
+    """Latency, drops and errors, and how many streams' codes equal ``exact`` (the engine's offline
+    codes) bit for bit and are within the near-tie bound of ``offline`` (``codec.encode``)."""
     lat = np.concatenate([np.asarray(r.latencies) for r in results if r.latencies] or [np.zeros(0)])
     expected = sum(o.shape[-1] for o in offline[: len(results)])
     received = sum(r.frames for r in results)
     equal = within = 0
-    for r, o in zip(results, offline, strict=False):
+    for r, e, o in zip(results, exact, offline, strict=False):
         if r.error or not r.codes:
             continue
         c = np.concatenate(r.codes, axis=-1)
-        if c.shape != o.shape:
-            continue
-        bad = int((c != o).any(axis=0).sum())
-        equal += bad == 0
-        within += bad <= max(1, o.shape[-1] // 100)
+        equal += c.shape == e.shape and bool((c == e).all())
+        within += c.shape == o.shape and int((c != o).any(axis=0).sum()) <= max(1, o.shape[-1] // 100)
     return {
         "median_ms": float(np.median(lat) * 1000) if lat.size else float("nan"),
         "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
         "dropped": expected - received,
         "errors": sum(r.error is not None for r in results),
         "error_kinds": sorted({r.error.split(":")[0] for r in results if r.error}),
-        "identical": equal,
+        "exact": equal,
         "within_bound": within,
         "late_sends": sum(r.late_sends for r in results),
     }
 
 
 def engine_only(args) -> None:
-    """No server: time one 80 ms step of B encoders, batched (``push_many``) and one by one."""
-    import rvqkit.stream as stream_mod
+    """No server: time one 80 ms step of B live encode jobs, one ``engine.advance`` over all of them
+    on the batched engine, and on the ``rows="alone"`` engine (one call per stream: the server with
+    batching off), with the model calls each makes per step."""
+    from rvqkit.server.sockets import STEP_SAMPLES, open_encoder
 
     torch.set_num_threads(args.threads)
     codec = load_codec(args)
-    chunk, steps = 1920, 10
-    print("| streams | batched ms per 80 ms step | one by one ms | batched real-time factor |")
-    print("|---|---|---|---|")
+    n_q = codec.n_q_for(args.bandwidth)
+    chunk, steps = STEP_SAMPLES, 10
+    print(
+        f"# torch threads {args.threads}, {args.bandwidth:g} kbps, {steps} steps of 80 ms after 3 warm-up steps"
+    )
+    print(
+        "| streams | batched ms per 80 ms step | calls | one by one ms | calls | batched real-time factor | load avg |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for b in sorted(args.streams):
-        xs = [test_signal(chunk * (steps + 3), 200 + i) for i in range(b)]
-        times = {}
-        for mode in ("batched", "single"):
-            encs = [codec.stream_encoder(args.bandwidth) for _ in range(b)]
-            for e, x in zip(encs, xs, strict=True):
-                e.push(x[:, : 3 * chunk])  # past the start-up
-            t = time.perf_counter()
-            for k in range(3, steps + 3):
-                pieces = [x[:, k * chunk : (k + 1) * chunk] for x in xs]
-                if mode == "batched":
-                    stream_mod.push_many(encs, pieces)
-                else:
-                    for e, p in zip(encs, pieces, strict=True):
-                        e.push(p)
-            times[mode] = (time.perf_counter() - t) / steps * 1000
+        xs = [torch.from_numpy(test_signal(chunk * (steps + 3), 200 + i)) for i in range(b)]
+        times, calls = {}, {}
+        for batching in (True, False):
+            engine = server_engine(codec, batching)
+            jobs = [open_encoder(engine, n_q) for _ in range(b)]
+            for k in range(steps + 3):
+                if k == 3:  # past the start-up
+                    t, c = time.perf_counter(), engine.calls
+                for job, x in zip(jobs, xs, strict=True):
+                    job.push(x[:, k * chunk : (k + 1) * chunk])
+                engine.advance(jobs)
+                for job in jobs:
+                    job.collect()
+            times[batching] = (time.perf_counter() - t) / steps * 1000
+            calls[batching] = (engine.calls - c) / steps
         print(
-            f"| {b} | {times['batched']:.1f} | {times['single']:.1f} | {80 / times['batched']:.2f} |",
+            f"| {b} | {times[True]:.1f} | {calls[True]:g} | {times[False]:.1f} | {calls[False]:g} | "
+            f"{80 / times[True]:.2f} | {load_average():.1f} |",
             flush=True,
         )
 
@@ -265,7 +309,9 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["batched", "unbatched"], choices=["batched", "unbatched"])
     p.add_argument("--keep-going", action="store_true", help="measure every N even after one fails")
     p.add_argument("--markdown", action="store_true")
-    p.add_argument("--engine-only", action="store_true", help="time push_many vs push, no server")
+    p.add_argument(
+        "--engine-only", action="store_true", help="time engine.advance over B jobs vs one by one, no server"
+    )
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--batching", action="store_true", help=argparse.SUPPRESS)
@@ -283,13 +329,16 @@ def main() -> None:
     offline = [codec.encode(s, 24000, bandwidth=args.bandwidth).codes[0].numpy() for s in signals]
     rows = []
     for mode in args.modes:
+        exact = exact_codes(codec, mode == "batched", signals, args.bandwidth)
         proc, port = start_server(args, batching=mode == "batched")
         try:
             for n in sorted(args.streams):
                 before = server_stats(port)
+                load = load_average()
                 results = asyncio.run(run_level(port, n, signals, args))
                 after = server_stats(port)
-                row = {"mode": mode, "streams": n, **evaluate(results, signals, offline)}
+                row = {"mode": mode, "streams": n, **evaluate(results, exact, offline)}
+                row["load_avg"] = max(load, load_average())
                 steps = max(1, after["steps"] - before["steps"])
                 row["step_ms_mean"] = (
                     1000 * (after["step_seconds_total"] - before["step_seconds_total"]) / steps
@@ -312,16 +361,16 @@ def main() -> None:
     print(json.dumps({"largest_real_time_N": best}))
     if args.markdown:
         print(
-            "\n| mode | N | median ms | p99 ms | dropped | errors | codes identical / within bound "
-            "| server step ms (mean) | streams per step | late sends | real time |"
+            "\n| mode | N | median ms | p99 ms | dropped | errors | codes exact (engine) / within bound "
+            "(codec.encode) | server step ms (mean) | streams per step | late sends | load avg | real time |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
                 f"| {r['mode']} | {r['streams']} | {r['median_ms']:.0f} | {r['p99_ms']:.0f} | {r['dropped']} | "
-                f"{r['errors']} | {r['identical']} / {r['within_bound']} of {r['streams']} | {r['step_ms_mean']:.1f} | "
-                f"{r['streams_per_step']:.2f} | {r['late_sends']} | "
-                f"{'yes' if r['real_time'] else 'no'} {' '.join(r['error_kinds'])} |"
+                f"{r['errors']} | {r['exact']} / {r['within_bound']} of {r['streams']} | "
+                f"{r['step_ms_mean']:.1f} | {r['streams_per_step']:.2f} | {r['late_sends']} | "
+                f"{r['load_avg']:.1f} | {'yes' if r['real_time'] else 'no'} {' '.join(r['error_kinds'])} |"
             )
 
 

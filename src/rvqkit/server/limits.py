@@ -44,8 +44,8 @@ class ServerSettings:
             whose codes have not been sent, on the decode socket codes received whose PCM has not been
             sent (the client not reading counts too). Beyond it the stream is closed as ``overloaded``.
             Keep it above one segment (1 s) for 48 kHz.
-        batching: run the pending steps of all streams as one batched model call (when the streaming
-            engine offers it) instead of one call per stream.
+        batching: live streams in the same phase share the engine's batched model calls
+            (``rows="batched"``); off, every stream's feeds run alone (``rows="alone"``).
         max_json_bytes: largest ``/v1/decode/json`` body, bytes; None: what ``max_duration_s`` of codes
             needs at the model's most codebooks (5 bytes a code, plus 64 KiB), at most 2 MiB. Parsing
             holds Python's GIL (about 50-200 ms a MB on a busy 2-core machine), pausing live streams, so
