@@ -127,7 +127,7 @@ def load_codec(*args, **kwargs):
     loaded.append(vm("VmRSS"))
     return codec
 
-stream.StreamEncoder._frames = frames
+stream.StreamEncoder._feed = frames  # the model step replaced (StreamEncoder._feed runs it)
 stream.StreamDecoder.push = push
 stream.StreamDecoder.flush = flush
 import rvqkit.cli as cli

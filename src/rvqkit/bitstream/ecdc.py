@@ -83,7 +83,7 @@ class EcdcWriter:
             audio_length = int(audio_length)
         if isinstance(n_q, np.integer):
             n_q = int(n_q)
-        self.header = EcdcHeader(model, 0 if live else audio_length, n_q, lm is not None)
+        self.header = EcdcHeader(model, 0 if audio_length is None else audio_length, n_q, lm is not None)
         if lm is not None:
             check_predictor(lm, self.header)
         self.lm = lm

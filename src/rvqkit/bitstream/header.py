@@ -103,7 +103,7 @@ class EcdcHeader:
             raise BitstreamError(f".ecdc version {version} is not supported (only version {VERSION})")
         if size > MAX_META_BYTES:
             raise BitstreamError(f"corrupt .ecdc header: metadata length {size} bytes is absurd")
-        return size
+        return int(size)
 
     @classmethod
     def parse_meta(cls, raw: bytes) -> EcdcHeader:

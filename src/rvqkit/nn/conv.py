@@ -112,7 +112,7 @@ class SConv1d(StreamingModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left, right = self.padding(x.shape[-1])
-        y = self.conv(pad1d(x, left, right, self.pad_mode))
+        y: torch.Tensor = self.conv(pad1d(x, left, right, self.pad_mode))
         return y if self.norm is None else self.norm(y)
 
     def init_state(self, batch_size: int) -> ConvState:
@@ -152,7 +152,8 @@ class SConv1d(StreamingModule):
                 state.emitted = n_end
         else:
             state.buffer = buf[..., n_end * s :]
-        return y
+        out: torch.Tensor = y
+        return out
 
 
 class SConvTranspose1d(StreamingModule):
@@ -184,7 +185,7 @@ class SConvTranspose1d(StreamingModule):
         self.trim = (padding_total - right, right)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+        y: torch.Tensor = self.conv(x)
         if self.norm is not None:
             y = self.norm(y)
         left, right = self.trim
@@ -204,7 +205,9 @@ class SConvTranspose1d(StreamingModule):
             # than in one of 2 for some shapes (measured: [B, 128, 480] input, stride 5; about 1e-7), so
             # a batched step would make an item's audio depend on its batch-mates. Rows alone are
             # batch-invariant by construction; the cost is a few more calls per step.
-            y = torch.cat([F.conv_transpose1d(r, self.conv.weight, None, self.stride) for r in x.split(1)])
+            y = torch.cat(
+                [F.conv_transpose1d(r, self.conv.weight, None, self.stride) for r in torch.split(x, 1)]
+            )
         else:
             y = F.conv_transpose1d(x, self.conv.weight, None, self.stride)
         overlap = self.kernel_size - self.stride

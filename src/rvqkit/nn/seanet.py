@@ -97,8 +97,10 @@ class ResnetBlock(StreamingModule):
         short = step_layer(self.shortcut, x, state.shortcut, final)
         y = x
         for i, (layer, st) in enumerate(zip(self.block, state.block, strict=True)):
-            inplace = self._inplace(i) and isinstance(layer, nn.ELU)
-            y = _elu_(layer, y) if inplace else step_layer(layer, y, st, final)
+            if self._inplace(i) and isinstance(layer, nn.ELU):
+                y = _elu_(layer, y)
+            else:
+                y = step_layer(layer, y, st, final)
         pending = short if state.pending is None else torch.cat([state.pending, short], dim=-1)
         n = y.shape[-1]
         state.pending = pending[..., n:]

@@ -41,7 +41,8 @@ def step_layer(layer: nn.Module, x: torch.Tensor, state: Any, final: bool) -> to
     """Stream ``x`` through ``layer``: stateful layers step, stateless ones apply pointwise."""
     if isinstance(layer, StreamingModule):
         return layer.step(x, state, final)
-    return layer(x)
+    out: torch.Tensor = layer(x)
+    return out
 
 
 def empty_like_time(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -76,7 +77,8 @@ def stack_states(states: list[Any]) -> Any:
         fields = {
             f.name: stack_states([getattr(s, f.name) for s in states]) for f in dataclasses.fields(first)
         }
-        return type(first)(**fields)
+        cls: Any = type(first)  # a dataclass instance's own type (mypy narrows it to the class object)
+        return cls(**fields)
     if isinstance(first, list):
         return [stack_states(list(group)) for group in zip(*states, strict=True)]
     if isinstance(first, torch.Tensor):
@@ -88,7 +90,8 @@ def split_state(state: Any, sizes: list[int]) -> list[Any]:
     """Inverse of :func:`stack_states`: one state per group of ``sizes`` batch items."""
     if dataclasses.is_dataclass(state):
         parts = {f.name: split_state(getattr(state, f.name), sizes) for f in dataclasses.fields(state)}
-        return [type(state)(**{k: v[i] for k, v in parts.items()}) for i in range(len(sizes))]
+        cls: Any = type(state)  # a dataclass instance's own type (mypy narrows it to the class object)
+        return [cls(**{k: v[i] for k, v in parts.items()}) for i in range(len(sizes))]
     if isinstance(state, list):
         columns = [split_state(s, sizes) for s in state]
         return [[col[i] for col in columns] for i in range(len(sizes))]

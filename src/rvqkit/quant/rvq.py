@@ -30,6 +30,7 @@ class ResidualVectorQuantizer(nn.Module):
         self.num_quantizers = num_quantizers
         self.codebook_size = codebook_size
         self.dim = dim
+        self.codebooks: torch.Tensor  # declared for the type checker: buffers are typed Tensor | Module
         self.register_buffer("codebooks", torch.zeros(num_quantizers, codebook_size, dim))
 
     def quantize_layer(self, k: int, residual: torch.Tensor) -> torch.Tensor:

@@ -117,7 +117,11 @@ def save_tokens(path: Path, layout: TokenLayout, batch: TokenBatch, encoded: Any
         data = ids_text(batch.items()).encode()
     else:
         raise TokenError(f"{path}: token files end in .npz, .json or .txt")
-    write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    write_atomic(path, write)
 
 
 def read_tokens(path: str | os.PathLike[str], *, max_samples: int | None = None) -> TokenFile:

@@ -276,7 +276,7 @@ class TokenLayout:
             (batch, self.n_q if self.multi_stream else 1, longest), self.vocab.pad, dtype=torch.long
         )
         mask = torch.zeros(batch, longest, dtype=torch.bool)
-        for n in lengths.unique().tolist():  # one gather per distinct item length
+        for n in torch.unique(lengths).tolist():  # one gather per distinct item length
             rows = (lengths == n).nonzero().reshape(-1)
             pat = self.pattern(n)
             cols = self._columns(pat.length, longest)
@@ -329,7 +329,7 @@ class TokenLayout:
         where: torch.Tensor | None = None
         results: list[tuple[torch.Tensor, torch.Tensor]] = []
         errors: list[TokenError] = []
-        for n in sizes.unique().tolist():  # one check per distinct item length
+        for n in torch.unique(sizes).tolist():  # one check per distinct item length
             rows = (sizes == n).nonzero().reshape(-1)
             start = int(first[rows[0]])
             if bool(one_run[rows].all()) and bool((first[rows] == start).all()):
