@@ -58,6 +58,8 @@ from .schemas import CodesMessage, ControlMessage, DecodeStart, EncodeStart
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_ERROR = 1000, 1008, 1013, 1011
 STEP_SAMPLES = 1920  # a live 24 kHz stream's regular feed: 80 ms, 6 frames (the 48 kHz model ignores it)
 DTYPES = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
+INLINE_BYTES = 64 * 1024  # PCM messages up to this size, at the model's rate, convert on the event loop
+INLINE_JSON_BYTES = 16 * 1024  # codes messages up to this size are parsed on the event loop
 
 
 class StreamClosed(Exception):
@@ -530,7 +532,8 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                     )
                 pace.check()
 
-            # runs in a worker thread: conversion and resampling never block the event loop
+            # runs in a worker thread (conversion of small messages without resampling, a few vector
+            # operations on at most INLINE_BYTES, runs inline): the event loop never waits on soxr
             def to_model(pcm: bytes, last: bool) -> np.ndarray:
                 x = np.frombuffer(pcm, dtype=dtype).reshape(-1, start.channels)
                 if dtype.kind == "i":
@@ -557,7 +560,10 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                         cut = len(data) - len(data) % width
                         state["carry"] = data[cut:]
                         admit(cut // width)
-                        queue(await asyncio.to_thread(to_model, data[:cut], False))
+                        if resampler is None and cut <= INLINE_BYTES:  # cheaper than a thread hop
+                            queue(to_model(data[:cut], False))
+                        else:
+                            queue(await asyncio.to_thread(to_model, data[:cut], False))
                         continue
                     _parse(ControlMessage, msg.get("text"), "control message")
                     if state["carry"]:
@@ -617,7 +623,8 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                 },
             )
 
-            # runs in a worker thread: parsing and checking a message (up to max_message_bytes of JSON)
+            # runs in a worker thread (but messages up to INLINE_JSON_BYTES inline): parsing and checking
+            # a message (up to max_message_bytes of JSON)
             def packet_of(text: str) -> CodePacket | None:
                 """The message's codes as a packet, or None for ``{"type": "end"}``."""
                 try:
@@ -684,7 +691,8 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                     text = (await _receive(ws, settings, pace)).get("text")
                     if text is None:
                         raise StreamClosed("bad_request", "the decode socket takes JSON codes messages")
-                    p = await asyncio.to_thread(packet_of, text)
+                    small = len(text) <= INLINE_JSON_BYTES  # parsed inline: cheaper than a thread hop
+                    p = packet_of(text) if small else await asyncio.to_thread(packet_of, text)
                     if p is None:
                         s.end = True
                         hub.wake()
