@@ -2,6 +2,8 @@
 
     python benchmarks/snac_bench.py             # speed: 10 s encode + decode, a batch of 16 mixed-length items
     python benchmarks/snac_bench.py --measure   # noise, padded-batch and chunking differences (minutes)
+    python benchmarks/snac_bench.py --measure --weights snac_24khz/   # the same on a real checkpoint
+    python benchmarks/snac_bench.py --memory 60  # peak memory: snac, rvqkit whole, rvqkit chunked
 
 Speed: wall-clock seconds per call after a warm-up (snac's TorchScript Snake optimizes on its second
 call), best of ``--repeats``. rvqkit decodes with the noise off (its default; the NoiseBlocks' 1x1
@@ -16,27 +18,34 @@ tuned as the rvqkit CLI does (:func:`rvqkit.tune_allocator`, process-wide: it ap
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from rvqkit import tune_allocator
-from rvqkit.snac import PRESETS, SnacModel
+from rvqkit.snac import PRESETS, SnacModel, load_snac
 from rvqkit.snac.chunked import chunk_multiple, decode_chunked, encode_chunked, encoder_context
 from rvqkit.snac.loading import build_snac, chirp_signal, fold_weight_norm, random_snac, seed_codebooks
 
 
-def build(seed: int = 0):
-    """(rvqkit model, snac model or None) with the same random weights."""
+def build(seed: int = 0, weights: str | None = None):
+    """(rvqkit model, snac model or None) with the same weights: random (24 kHz config), or a checkpoint
+    folder (config.json + pytorch_model.bin) read by each library's own loader."""
     cfg = PRESETS["snac_24khz"]
     try:
         import snac
     except ImportError:
         print("snac is not installed (pip install -c constraints.txt snac==1.2.1): rvqkit alone")
-        return random_snac(cfg, seed), None
+        return (load_snac(weights)[0] if weights else random_snac(cfg, seed)), None
+    if weights:
+        return load_snac(weights)[0], snac.SNAC.from_pretrained(weights).eval()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         ref = snac.SNAC(**cfg.to_snac_config()).eval()
@@ -130,9 +139,9 @@ def snr_db(signal: torch.Tensor, error: torch.Tensor) -> float:
     return 10 * math.log10(float(signal.pow(2).sum()) / max(float(error.pow(2).sum()), 1e-30))
 
 
-def measure(ours: SnacModel, ref) -> None:
+def measure(ours: SnacModel, ref, label: str) -> None:
     sr = ours.config.sampling_rate
-    print("\n== noise: decode(noise='off') against snac's noisy decode (random weights, 3 s signals)")
+    print(f"\n== noise: decode(noise='off') against snac's noisy decode ({label}, 3 s signals)")
     with torch.inference_mode():
         for name, x in (
             ("chirp", chirp_signal(sr, 3.0, 3)),
@@ -219,26 +228,85 @@ def measure(ours: SnacModel, ref) -> None:
         )
 
 
+# -- memory ---------------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def memory_child(which: str, seconds: float) -> None:
+    """One implementation's peak memory above the loaded model for encode + decode of ``seconds`` of
+    audio (Linux: clear_refs resets the high-water mark, VmHWM reads it). Prints one JSON line."""
+    cfg = PRESETS["snac_24khz"]
+    if which == "snac":
+        import snac
+
+        model = snac.SNAC(**cfg.to_snac_config()).eval()
+    else:
+        model = random_snac(cfg, 0)
+    x = chirp_signal(cfg.sampling_rate, seconds, 1)
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
+    t = time.perf_counter()
+    with torch.inference_mode():
+        if which == "rvqkit-chunked":
+            audio = decode_chunked(model, encode_chunked(model, x))
+        else:
+            audio = model.decode(model.encode(x))
+    wall = time.perf_counter() - t
+    peak = _status_kib("VmHWM")
+    del audio
+    print(json.dumps({"which": which, "extra_mib": (peak - before) / 1024, "wall_s": wall}))
+
+
+def memory(seconds: float, threads: int | None) -> None:
+    print(
+        f"\n== peak memory above the loaded model, encode + decode of {seconds:g} s (24 kHz), one process each"
+    )
+    for which in ("snac", "rvqkit", "rvqkit-chunked"):
+        cmd = [sys.executable, __file__, "--memory-child", which, "--seconds", str(seconds)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        if out.returncode or not lines:
+            print(f"  {which}: failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(lines[-1])
+        print(f"  {which:15} {r['extra_mib']:8.0f} MiB  ({r['wall_s']:.1f} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--measure", action="store_true", help="differences instead of speed")
+    ap.add_argument("--weights", help="a SNAC checkpoint folder instead of random 24 kHz weights")
+    ap.add_argument("--memory", type=float, metavar="SECONDS", help="peak memory of SECONDS of audio instead")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     tune_allocator()
+    if args.memory_child:
+        memory_child(args.memory_child, args.seconds)
+        return
     load = os.getloadavg()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
+    if args.memory:
+        memory(args.memory, args.threads)
+        return
     t = time.perf_counter()
-    ours, ref = build()
+    ours, ref = build(weights=args.weights)
     print(f"models built in {time.perf_counter() - t:.1f} s")
     if args.measure:
-        measure(ours, ref)
+        measure(ours, ref, args.weights or "random snac_24khz weights")
     else:
         speed(ours, ref, args.seconds, args.repeats)
     load = os.getloadavg()

@@ -142,6 +142,9 @@ def test_prefix_levels_decode(model):
         part = model.decode(codes[:n])
         assert part.shape == full.shape and torch.isfinite(part).all()
     assert model.decode(codes, length=1000).shape == (1, 1, 1000)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(AudioError, match="length must be an integer >= 0"):
+            model.decode(codes, length=bad)
 
 
 def test_audio_errors(model):

@@ -10,7 +10,7 @@ kept code sees the same signal as in the whole-file run; the floats can still ro
 counts. Decoding works the same way on code frames, with the noise off.
 
 Memory: the whole-file run holds activations of the full length (the 24 kHz encoder's first layers are
-48-96 channels at the audio rate: ~2 GB per layer for 10 minutes); chunks bound them to a chunk's.
+48-96 channels at the audio rate: ~2.8 GB per tensor for 10 minutes); chunks bound them to a chunk's.
 """
 
 from __future__ import annotations

@@ -199,6 +199,8 @@ class SnacModel(nn.Module):
         the model's device (the same numbers), or a ``torch.Generator`` in the state the caller set.
         """
         checked = self.check_codes(codes)
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
+            raise AudioError(f"length must be an integer >= 0 (samples), got {length!r}")
         source = self._noise_source(noise, generator, checked[0].device)
         audio = self.decoder(self.quantizer.decode(checked), source)
         return audio if length is None else audio[..., :length]
