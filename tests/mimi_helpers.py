@@ -70,17 +70,24 @@ def stream_encode(
     return torch.cat(out, dim=-1)
 
 
-def stream_latent(model: MimiModel, x: torch.Tensor, sizes: Iterable[int]) -> torch.Tensor:
+def stream_latent(
+    model: MimiModel, x: torch.Tensor, sizes: Iterable[int], n_q: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latent, codes) of ``x`` streamed in chunks of ``sizes`` samples: :meth:`MimiModel.encode_step`'s
+    two halves (``latent_step``, then the quantizer on the new frames), keeping the latent too."""
     state = model.init_state(x.shape[0])
-    out, pos = [], 0
+    latents, pos = [], 0
     with torch.inference_mode():
         for n in sizes:
             if pos >= x.shape[-1]:
                 break
-            out.append(model.latent_step(x[..., pos : pos + n], state))
+            latents.append(model.latent_step(x[..., pos : pos + n], state))
             pos += n
-        out.append(model.latent_step(x[..., pos:], state, final=True))
-    return torch.cat(out, dim=-1)
+        latents.append(model.latent_step(x[..., pos:], state, final=True))
+        latent = torch.cat(latents, dim=-1)
+        n_q = n_q or model.config.num_quantizers
+        codes = torch.cat([model.quantizer.encode(part, n_q) for part in latents if part.shape[-1]], -1)
+    return latent, codes
 
 
 def stream_decode(model: MimiModel, codes: torch.Tensor, sizes: Iterable[int]) -> torch.Tensor:

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ..errors import AudioError, BandwidthError, CodesError
-from ..nn.streaming import empty_like_time
 from .config import MimiConfig
 from .conv import MimiConv1d, MimiConvState, MimiConvTranspose1d, MimiConvTransposeState
 from .quantizer import MimiSplitRVQ
@@ -81,6 +80,10 @@ class MimiModel(nn.Module):
     def hop_length(self) -> int:
         return self.config.hop_length
 
+    def _weight(self) -> torch.Tensor:
+        """A parameter, for the model's device and dtype."""
+        return self.downsample.conv.weight
+
     def frames_for_length(self, length: int) -> int:
         """Code frames for ``length`` samples: ``ceil(length / 1920)`` (each layer pads its end)."""
         return math.ceil(length / self.config.hop_length)
@@ -124,33 +127,48 @@ class MimiModel(nn.Module):
         return self.downsample(_replicate_past(h, n, self.downsample.stride))
 
     def encode(
-        self, x: torch.Tensor, n_q: int | None = None, lengths: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        n_q: int | None = None,
+        lengths: torch.Tensor | None = None,
+        batched: bool = False,
     ) -> torch.Tensor:
         """Codes ``[B, n_q, ceil(T / 1920)]`` (int64) of audio ``[B, C, T]``; ``n_q`` defaults to all 32.
 
-        ``lengths`` (samples, ``[B]``) makes a right-padded batch of items of different lengths give each
-        item the codes it has alone: before every strided convolution, each row's activations past its
-        own length are set to what that layer's end padding would be alone (zeros; the last frame repeated
-        for the downsampling), so a row's last, partial frame never reads another row's length. Frames
-        at or past ``frames_for_length(lengths[i])`` are filled with -1.
+        ``lengths`` (samples, ``[B]``): ``x`` is a right-padded batch of items of different lengths, and
+        row i gets the codes of ``x[i, :, :lengths[i]]`` encoded alone; frames at or past
+        ``frames_for_length(lengths[i])`` are filled with -1.
+
+        - ``batched=False`` (default): each item runs alone, so its codes are bit for bit those of
+          ``encode(item)``. PyTorch's CPU convolutions round differently with another batch size or
+          width, so this is the only way to be exact on any machine; on CPU it costs little (a
+          convolution parallelises within one item).
+        - ``batched=True``: one call for the whole padded batch, for GPUs. Each row's end padding is
+          reproduced (before every strided convolution, the row's activations past its own length are
+          set to what its end padding would be alone: zeros, or its last frame for the downsampling),
+          and Mimi is causal, so nothing of another item's length reaches a row; the floats differ from
+          the item alone by float rounding (~1e-6), which changes a code only at a near-tie.
         """
         self._check_audio(x)
         n_q = self._check_n_q(n_q)
-        if lengths is not None:
-            lengths = torch.as_tensor(lengths, dtype=torch.long)
-            if lengths.shape != (x.shape[0],) or int(lengths.min()) < 0 or int(lengths.max()) > x.shape[-1]:
-                raise AudioError(
-                    f"lengths must be [batch] sample counts within the {x.shape[-1]} samples given"
-                )
-        codes = self.quantizer.encode(self.latent(x, lengths), n_q)
-        if lengths is not None:
-            frames = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")
-            pad = (
-                torch.arange(codes.shape[-1], device=codes.device)[None, :]
-                >= frames.to(codes.device)[:, None]
-            )
-            codes = codes.masked_fill(pad[:, None, :], -1)
-        return codes
+        if lengths is None:
+            return self.quantizer.encode(self.latent(x), n_q)
+        lengths = torch.as_tensor(lengths, dtype=torch.long)
+        if lengths.shape != (x.shape[0],) or int(lengths.min()) < 0 or int(lengths.max()) > x.shape[-1]:
+            raise AudioError(f"lengths must be [batch] sample counts within the {x.shape[-1]} samples given")
+        frames = [self.frames_for_length(int(n)) for n in lengths]
+        if batched:
+            codes = self.quantizer.encode(self.latent(x, lengths), n_q)
+        else:
+            codes = torch.full((x.shape[0], n_q, self.frames_for_length(x.shape[-1])), -1, device=x.device)
+            for i, n in enumerate(lengths.tolist()):
+                if n:
+                    codes[i, :, : frames[i]] = self.quantizer.encode(self.latent(x[i : i + 1, :, :n]), n_q)[0]
+        pad = (
+            torch.arange(codes.shape[-1], device=codes.device)
+            >= torch.tensor(frames, device=codes.device)[:, None]
+        )
+        return codes.masked_fill(pad[:, None, :], -1)
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """Audio ``[B, C, frames * 1920]`` of a latent ``[B, hidden, frames]``."""
@@ -158,30 +176,46 @@ class MimiModel(nn.Module):
         h = self.decoder_transformer(h.transpose(1, 2)).transpose(1, 2)
         return self.decoder(h)
 
-    def decode(self, codes: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(
+        self, codes: torch.Tensor, frames: torch.Tensor | None = None, batched: bool = False
+    ) -> torch.Tensor:
         """Audio ``[B, C, frames * 1920]`` (float32) of codes ``[B, n_q, frames]``.
 
         ``frames`` (``[B]``): row i holds ``frames[i]`` real frames, the rest padding (any value, e.g. the
-        -1 of :meth:`encode`); its audio past ``frames[i] * 1920`` samples is zeros. Mimi's decoder is causal,
-        so padding frames change none of a row's own samples.
+        -1 of :meth:`encode`), and gets the audio of its frames decoded alone, zeros after
+        ``frames[i] * 1920`` samples. As in :meth:`encode`, items run one by one (bit-exact) unless
+        ``batched=True`` (one call; Mimi's decoder is causal, so padding frames change none of a row's
+        samples beyond float rounding).
         """
-        if frames is not None:
-            frames = torch.as_tensor(frames, dtype=torch.long, device=codes.device)
-            pad = torch.arange(codes.shape[-1], device=codes.device)[None, :] >= frames[:, None]
-            codes = codes.masked_fill(pad[:, None, :], 0)
+        if frames is None:
+            self.quantizer.check_codes(codes)
+            return self.decode_latent(self.quantizer.decode(codes))
+        frames = torch.as_tensor(frames, dtype=torch.long, device=codes.device)
+        if frames.shape != codes.shape[:1] or int(frames.min()) < 0 or int(frames.max()) > codes.shape[-1]:
+            raise CodesError(f"frames must be [batch] frame counts within the {codes.shape[-1]} frames given")
+        pad = torch.arange(codes.shape[-1], device=codes.device) >= frames[:, None]
+        codes = codes.masked_fill(pad[:, None, :], 0)
         self.quantizer.check_codes(codes)
-        audio = self.decode_latent(self.quantizer.decode(codes))
-        if frames is not None:
+        if batched:
+            audio = self.decode_latent(self.quantizer.decode(codes))
             samples = frames.to(audio.device) * self.hop_length
-            audio = audio.masked_fill(
+            return audio.masked_fill(
                 torch.arange(audio.shape[-1], device=audio.device) >= samples[:, None, None], 0
             )
+        audio = self._weight().new_zeros(
+            codes.shape[0], self.config.channels, codes.shape[-1] * self.hop_length
+        )
+        for i, f in enumerate(frames.tolist()):
+            if f:
+                audio[i, :, : f * self.hop_length] = self.decode_latent(
+                    self.quantizer.decode(codes[i : i + 1, :, :f])
+                )[0]
         return audio
 
     # -- streaming ---------------------------------------------------------------------------------------
     def init_state(self, batch: int) -> MimiState:
         """A fresh streaming state for ``batch`` independent streams (start of signal)."""
-        device = self.downsample.conv.weight.device
+        device = self._weight().device
         return MimiState(
             MimiEncoderState(
                 self.encoder.init_state(batch),
@@ -229,9 +263,7 @@ class MimiModel(nn.Module):
             raise CodesError("decode_step after the final frames: start a new state with init_state()")
         st.finished = final
         if codes.ndim == 3 and codes.shape[-1] == 0:
-            return empty_like_time(
-                self.upsample.conv.weight.new_empty(codes.shape[0], 0, 0), self.config.channels
-            )
+            return self._weight().new_zeros(codes.shape[0], self.config.channels, 0)
         self.quantizer.check_codes(codes)
         h = self.upsample.step(self.quantizer.decode(codes), st.upsample, final)
         h = self.decoder_transformer.step(h.transpose(1, 2), st.transformer).transpose(1, 2)
