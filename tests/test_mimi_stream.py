@@ -65,6 +65,24 @@ def test_encode_streaming_equals_offline(model, chunk, kind, seconds):
     assert differing <= codes.shape[-1] // 10
 
 
+@pytest.mark.parametrize("chunk", [1920, 3001])
+def test_matrix_product_steps(model, chunk, monkeypatch):
+    """Streaming steps compute big layers (>= 1M weights, none in the small model) as matrix products
+    and overlap-adds: forced on for every layer here, the stream still equals offline."""
+    from rvqkit.mimi import conv
+
+    monkeypatch.setattr(conv, "GEMM_MIN_WEIGHTS", 0)
+    x = signal("speech", int(1.5 * SR) + 99, seed=3)
+    with torch.inference_mode():
+        latent, codes = model.latent(x), model.encode(x)
+        audio = model.decode(codes)
+    streamed_latent, streamed = stream_latent(model, x, _sizes(str(chunk), 0))
+    assert (streamed_latent - latent).abs().max().item() <= 1e-5
+    _, gaps = differing_codes_are_near_ties(model, latent, codes, streamed)
+    assert all(g < 1e-4 for g in gaps)
+    assert (stream_decode(model, codes, _sizes("1", 0)) - audio).abs().max().item() <= 1e-5
+
+
 def test_one_final_chunk_is_offline_bit_for_bit(model):
     x = signal("speech", int(2.2 * SR) + 5, seed=2)
     with torch.inference_mode():
