@@ -66,7 +66,7 @@ def encode_chunked(
     ctx = default_context_frames(model) if context_frames is None else context_frames
     if ctx < 0:
         raise ValueError(f"context_frames must be at least 0, got {ctx}")
-    out = torch.empty(x.shape[0], n_q, total, dtype=torch.long)
+    out = torch.empty(x.shape[0], n_q, total, dtype=torch.long, device=x.device)
     for f0 in range(0, total, win):
         f1 = min(total, f0 + win)
         a, b = max(0, f0 - ctx), min(total, f1 + ctx)
@@ -87,6 +87,8 @@ def decode_chunked(
     ``window_frames`` frames at a time with ``context_frames`` frames on each side (default: the
     decoder's receptive field plus one)."""
     model.quantizer.check_codes(codes)
+    if length is not None and length < 0:
+        raise ValueError(f"length must be at least 0, got {length}")
     hop, total = model.hop_length, codes.shape[-1]
     win = _window_frames(model, window_frames)
     if context_frames is None:
@@ -94,7 +96,7 @@ def decode_chunked(
         context_frames = max(rf.left, rf.right) + 1
     ctx = max(1, context_frames)  # one frame at least: the window's last samples need the next frame
     n_out = model.decoded_length(total)
-    out = torch.zeros(codes.shape[0], 1, n_out if length is None else length)
+    out = torch.zeros(codes.shape[0], 1, n_out if length is None else length, device=codes.device)
     for f0 in range(0, total, win):
         f1 = min(total, f0 + win)
         a, b = max(0, f0 - ctx), min(total, f1 + ctx)
