@@ -24,6 +24,9 @@ ARITH_MODULES = {
     "test_blocked.py",
     "test_lstm_batch.py",
     "test_inspector.py",
+    "test_engine.py",
+    "test_snac_parity.py",
+    "test_snac_chunked.py",
 }
 
 
