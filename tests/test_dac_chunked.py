@@ -149,6 +149,11 @@ def test_bad_input_is_one_clear_error(m16):
     ):
         with pytest.raises(CodesError, match=message):
             m16.decode(bad)
+    for kwargs in ({"window_frames": 0}, {"window_frames": 2.5}, {"context_frames": -1}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            encode_chunked(m16, x, **kwargs)
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            decode_chunked(m16, codes, **kwargs)
     negative = codes.clone()
     negative[0, 0, -1] = -1
     with pytest.raises(CodesError, match="out of range"):

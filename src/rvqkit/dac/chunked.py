@@ -40,9 +40,13 @@ def default_context_frames(model: DacModel) -> int:
 def _window_frames(model: DacModel, window_frames: int | None) -> int:
     if window_frames is None:
         return max(1, round(DEFAULT_WINDOW_SECONDS * model.frame_rate))
-    if window_frames < 1:
-        raise ValueError(f"window_frames must be at least 1, got {window_frames}")
-    return window_frames
+    return _count(window_frames, "window_frames", 1)
+
+
+def _count(value: object, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
+    return value
 
 
 @torch.inference_mode()
@@ -63,9 +67,11 @@ def encode_chunked(
     hop, length = model.hop_length, x.shape[-1]
     total = model.frames_for_length(length)
     win = _window_frames(model, window_frames)
-    ctx = default_context_frames(model) if context_frames is None else context_frames
-    if ctx < 0:
-        raise ValueError(f"context_frames must be at least 0, got {ctx}")
+    ctx = (
+        default_context_frames(model)
+        if context_frames is None
+        else _count(context_frames, "context_frames", 0)
+    )
     out = torch.empty(x.shape[0], n_q, total, dtype=torch.long, device=x.device)
     for f0 in range(0, total, win):
         f1 = min(total, f0 + win)
@@ -94,7 +100,8 @@ def decode_chunked(
     if context_frames is None:
         rf = model.decoder_receptive_field
         context_frames = max(rf.left, rf.right) + 1
-    ctx = max(1, context_frames)  # one frame at least: the window's last samples need the next frame
+    # one frame at least: a window's last samples are read from the next frame too
+    ctx = max(1, _count(context_frames, "context_frames", 0))
     n_out = model.decoded_length(total)
     out = torch.zeros(codes.shape[0], 1, n_out if length is None else length, device=codes.device)
     for f0 in range(0, total, win):
