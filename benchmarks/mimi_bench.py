@@ -48,6 +48,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--n-q", type=int, default=8, help="codebooks for the streaming run (Moshi uses 8)")
+    ap.add_argument(
+        "--stream-threads",
+        type=int,
+        default=1,
+        help="torch threads for the one-stream run (default 1: an 80 ms step is small operations; on a "
+        "busy 2-core machine two OpenMP threads wait on each other, measured 10-20x slower)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,6 +93,8 @@ def main() -> None:
     print(f"\nrvqkit / transformers speed ratio: {r / o:.2f}x (codes identical: {same})")
 
     # -- streaming: 80 ms chunks, one stream, encode then decode each chunk --------------------------------
+    offline_threads = torch.get_num_threads()
+    torch.set_num_threads(args.stream_threads)
     steps = []
     state = ours.init_state(1)
     for i in range(0, x.shape[-1], HOP):
@@ -95,7 +104,10 @@ def main() -> None:
         steps.append(time.perf_counter() - start)
     total = sum(steps)
     steady = sorted(steps[1:])
-    print(f"\n| streaming, 80 ms chunks, {args.n_q} codebooks, encode + decode | value |")
+    torch.set_num_threads(offline_threads)
+    print(
+        f"\n| streaming, 80 ms chunks, {args.n_q} codebooks, encode + decode, {args.stream_threads} thread(s) | value |"
+    )
     print("|---|---|")
     print(f"| real-time factor (compute / audio) | {total / args.seconds:.3f} |")
     print(f"| per-chunk median (ms) | {1e3 * statistics.median(steady):.1f} |")

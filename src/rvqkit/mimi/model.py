@@ -70,6 +70,12 @@ class MimiModel(nn.Module):
         self.decoder = MimiSEANetDecoder(cfg)
         #: Where the weights came from (a ``rvqkit.mimi.loading.LoadedMimi``), set by ``load_mimi``.
         self.loaded: object | None = None
+        #: Signals longer than this (seconds) are encoded and decoded in blocks of ``block_seconds``
+        #: through the streaming path, so that memory stays bounded (a whole 10-minute signal's first
+        #: activations alone are 3.7 GB); up to it the whole signal runs at once, as transformers does.
+        #: Blocks are exact to float rounding, as streaming (docs/mimi.md). None: always whole.
+        self.whole_max_seconds: float | None = 60.0
+        self.block_seconds = 10.0
 
     # -- the family interface ----------------------------------------------------------------------------
     @property
@@ -83,6 +89,9 @@ class MimiModel(nn.Module):
     def _weight(self) -> torch.Tensor:
         """A parameter, for the model's device and dtype."""
         return self.downsample.conv.weight
+
+    def _blocked(self, samples: int) -> bool:
+        return self.whole_max_seconds is not None and samples > self.whole_max_seconds * self.sampling_rate
 
     def frames_for_length(self, length: int) -> int:
         """Code frames for ``length`` samples: ``ceil(length / 1920)`` (each layer pads its end)."""
@@ -152,7 +161,14 @@ class MimiModel(nn.Module):
         self._check_audio(x)
         n_q = self._check_n_q(n_q)
         if lengths is None:
-            return self.quantizer.encode(self.latent(x), n_q)
+            if not self._blocked(x.shape[-1]):
+                return self.quantizer.encode(self.latent(x), n_q)
+            state, block = self.init_state(x.shape[0]), int(self.block_seconds * self.sampling_rate)
+            starts = range(0, x.shape[-1], block)
+            parts = [
+                self.encode_step(x[..., i : i + block], state, i + block >= x.shape[-1], n_q) for i in starts
+            ]
+            return torch.cat(parts, dim=-1)
         lengths = torch.as_tensor(lengths, dtype=torch.long)
         if lengths.shape != (x.shape[0],) or int(lengths.min()) < 0 or int(lengths.max()) > x.shape[-1]:
             raise AudioError(f"lengths must be [batch] sample counts within the {x.shape[-1]} samples given")
@@ -163,7 +179,7 @@ class MimiModel(nn.Module):
             codes = torch.full((x.shape[0], n_q, self.frames_for_length(x.shape[-1])), -1, device=x.device)
             for i, n in enumerate(lengths.tolist()):
                 if n:
-                    codes[i, :, : frames[i]] = self.quantizer.encode(self.latent(x[i : i + 1, :, :n]), n_q)[0]
+                    codes[i, :, : frames[i]] = self.encode(x[i : i + 1, :, :n], n_q)[0]
         pad = (
             torch.arange(codes.shape[-1], device=codes.device)
             >= torch.tensor(frames, device=codes.device)[:, None]
@@ -189,7 +205,18 @@ class MimiModel(nn.Module):
         """
         if frames is None:
             self.quantizer.check_codes(codes)
-            return self.decode_latent(self.quantizer.decode(codes))
+            if not self._blocked(codes.shape[-1] * self.hop_length):
+                return self.decode_latent(self.quantizer.decode(codes))
+            state, block = (
+                self.init_state(codes.shape[0]),
+                max(1, int(self.block_seconds * self.config.frame_rate)),
+            )
+            starts = range(0, codes.shape[-1], block)
+            parts = [
+                self.decode_step(codes[..., i : i + block], state, i + block >= codes.shape[-1])
+                for i in starts
+            ]
+            return torch.cat(parts, dim=-1)
         frames = torch.as_tensor(frames, dtype=torch.long, device=codes.device)
         if frames.shape != codes.shape[:1] or int(frames.min()) < 0 or int(frames.max()) > codes.shape[-1]:
             raise CodesError(f"frames must be [batch] frame counts within the {codes.shape[-1]} frames given")
@@ -207,9 +234,7 @@ class MimiModel(nn.Module):
         )
         for i, f in enumerate(frames.tolist()):
             if f:
-                audio[i, :, : f * self.hop_length] = self.decode_latent(
-                    self.quantizer.decode(codes[i : i + 1, :, :f])
-                )[0]
+                audio[i, :, : f * self.hop_length] = self.decode(codes[i : i + 1, :, :f])[0]
         return audio
 
     # -- streaming ---------------------------------------------------------------------------------------
