@@ -8,9 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# As `import rvqkit` does, but before torch loads OpenMP: idle OpenMP threads sleep instead of spinning
+# (spinning threads cost several times the CPU on a loaded machine; see rvqkit/runtime.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 STUBS = Path(__file__).parent / "stubs"
 
