@@ -87,6 +87,13 @@ def exact_codes(codec, batching: bool, signals: list[np.ndarray], bandwidth: flo
     return [merge_packets(job.collect(), n_q).codes[0].numpy() for job in jobs]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process ``pid`` has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_average() -> float:
     """The 1-minute load average (what else runs on the machine's cores)."""
     return os.getloadavg()[0]
@@ -257,7 +264,8 @@ def evaluate(results: list[StreamResult], exact, offline) -> dict:
 def engine_only(args) -> None:
     """No server: time one 80 ms step of B live encode jobs, one ``engine.advance`` over all of them
     on the batched engine, and on the ``rows="alone"`` engine (one call per stream: the server with
-    batching off), with the model calls each makes per step."""
+    batching off), with the model calls each makes per step. Wall time, and this process's CPU time
+    (which other processes on the cores inflate less)."""
     from rvqkit.server.sockets import STEP_SAMPLES, open_encoder
 
     torch.set_num_threads(args.threads)
@@ -268,28 +276,30 @@ def engine_only(args) -> None:
         f"# torch threads {args.threads}, {args.bandwidth:g} kbps, {steps} steps of 80 ms after 3 warm-up steps"
     )
     print(
-        "| streams | batched ms per 80 ms step | calls | one by one ms | calls | batched real-time factor | load avg |"
+        "| streams | batched ms per 80 ms step (CPU ms) | calls | one by one ms (CPU ms) | calls "
+        "| batched real-time factor | load avg |"
     )
     print("|---|---|---|---|---|---|---|")
     for b in sorted(args.streams):
         xs = [torch.from_numpy(test_signal(chunk * (steps + 3), 200 + i)) for i in range(b)]
-        times, calls = {}, {}
+        wall, cpu, calls = {}, {}, {}
         for batching in (True, False):
             engine = server_engine(codec, batching)
             jobs = [open_encoder(engine, n_q) for _ in range(b)]
             for k in range(steps + 3):
                 if k == 3:  # past the start-up
-                    t, c = time.perf_counter(), engine.calls
+                    t, p, c = time.perf_counter(), time.process_time(), engine.calls
                 for job, x in zip(jobs, xs, strict=True):
                     job.push(x[:, k * chunk : (k + 1) * chunk])
                 engine.advance(jobs)
                 for job in jobs:
                     job.collect()
-            times[batching] = (time.perf_counter() - t) / steps * 1000
+            wall[batching] = (time.perf_counter() - t) / steps * 1000
+            cpu[batching] = (time.process_time() - p) / steps * 1000
             calls[batching] = (engine.calls - c) / steps
         print(
-            f"| {b} | {times[True]:.1f} | {calls[True]:g} | {times[False]:.1f} | {calls[False]:g} | "
-            f"{80 / times[True]:.2f} | {load_average():.1f} |",
+            f"| {b} | {wall[True]:.1f} ({cpu[True]:.1f}) | {calls[True]:g} | {wall[False]:.1f} "
+            f"({cpu[False]:.1f}) | {calls[False]:g} | {80 / wall[True]:.2f} | {load_average():.1f} |",
             flush=True,
         )
 
@@ -334,11 +344,13 @@ def main() -> None:
         try:
             for n in sorted(args.streams):
                 before = server_stats(port)
-                load = load_average()
+                load, cpu0, t0 = load_average(), cpu_seconds(proc.pid), time.perf_counter()
                 results = asyncio.run(run_level(port, n, signals, args))
+                server_cpu = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
                 after = server_stats(port)
                 row = {"mode": mode, "streams": n, **evaluate(results, exact, offline)}
                 row["load_avg"] = max(load, load_average())
+                row["server_cores"] = server_cpu  # CPU seconds per second: 1.0 = one core busy
                 steps = max(1, after["steps"] - before["steps"])
                 row["step_ms_mean"] = (
                     1000 * (after["step_seconds_total"] - before["step_seconds_total"]) / steps
@@ -362,14 +374,16 @@ def main() -> None:
     if args.markdown:
         print(
             "\n| mode | N | median ms | p99 ms | dropped | errors | codes exact (engine) / within bound "
-            "(codec.encode) | server step ms (mean) | streams per step | late sends | load avg | real time |"
+            "(codec.encode) | server step ms (mean) | streams per step | server cores busy | late sends "
+            "| load avg | real time |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
                 f"| {r['mode']} | {r['streams']} | {r['median_ms']:.0f} | {r['p99_ms']:.0f} | {r['dropped']} | "
                 f"{r['errors']} | {r['exact']} / {r['within_bound']} of {r['streams']} | "
-                f"{r['step_ms_mean']:.1f} | {r['streams_per_step']:.2f} | {r['late_sends']} | "
+                f"{r['step_ms_mean']:.1f} | {r['streams_per_step']:.2f} | {r['server_cores']:.2f} | "
+                f"{r['late_sends']} | "
                 f"{r['load_avg']:.1f} | {'yes' if r['real_time'] else 'no'} {' '.join(r['error_kinds'])} |"
             )
 
