@@ -8,13 +8,12 @@ checked by names and by a round trip to the same weights (tests/test_mimi_loadin
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from mimi_helpers import KINDS, SMALL, SR, signal
 
-from rvqkit.mimi import MimiConfig, load_mimi, random_mimi, save_hf_folder, save_moshi_file
+from rvqkit.mimi import KYUTAI_MIMI, MimiConfig, load_mimi, random_mimi, save_hf_folder, save_moshi_file
+from rvqkit.mimi.loading import _moshi_config, to_moshi_state_dict
 
 transformers = pytest.importorskip(
     "transformers", reason="the reference transformers.MimiModel is not installed"
@@ -83,8 +82,10 @@ def test_published_config_is_transformers_and_moshi_defaults():
     assert (hf.frame_size, hf.frame_rate, hf.num_quantizers) == (ours.hop_length, ours.frame_rate, 32)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("seconds, n_q", [(1.0, 16), (2.3, 5), (1.7, 1)])
+@pytest.mark.parametrize(
+    "kind, seconds, n_q",
+    [(k, s, n) for k in KINDS for s, n in ((1.0, 16), (2.3, 5))] + [("speech", 1.7, 1)],
+)
 def test_small_parity(small, kind, seconds, n_q):
     hf, ours, _ = small
     x = signal(kind, int(seconds * SR) + 77, seed=int(seconds * 10))  # never a multiple of 1920
@@ -140,26 +141,17 @@ def test_transformers_written_folder(small, tmp_path):
         assert (ours.decode(codes) - ref_audio).abs().max().item() <= 1e-4
 
 
-def test_published_window_path(tmp_path):
-    """The small model with the published 250-frame window: 1-3 s inputs run with is_causal, no mask,
-    in transformers; rvqkit makes the same call."""
-    model = random_mimi(dataclasses.replace(SMALL, sliding_window=250), seed=2)
-    hf = hf_model(save_hf_folder(model, tmp_path))
-    x = signal("noise", int(2.6 * SR) + 1, seed=5)
-    ref_codes, ref_audio = hf_codes_audio(hf, x, 16)
-    with torch.inference_mode():
-        codes = model.encode(x, 16)
-        assert torch.equal(codes, ref_codes)
-        assert (model.decode(codes) - ref_audio).abs().max().item() <= 1e-4
-
-
 def test_full_published_config(tmp_path):
-    """The real kyutai/mimi architecture (random weights): 32 codebooks of 2048, 8+8 transformer layers."""
+    """The real kyutai/mimi architecture (random weights): 32 codebooks of 2048, 8+8 transformer layers.
+    Inputs under 250 frames (10 s): transformers calls attention with is_causal and no mask; so does rvqkit."""
     model = random_mimi(MimiConfig(), seed=3, fit_seconds=2.0)
     folder = save_hf_folder(model, tmp_path / "hf")
     hf = hf_model(folder)
-    ours, config = load_mimi(save_moshi_file(model, tmp_path / "mimi.safetensors"))
+    ours, config = load_mimi(folder)
     assert config == MimiConfig()
+    assert (
+        _moshi_config(to_moshi_state_dict(model), tmp_path, KYUTAI_MIMI) == MimiConfig()
+    )  # shape from tensors
     x = signal("speech", int(1.3 * SR) + 101, seed=9)
     ref_codes, ref_audio = hf_codes_audio(hf, x, 32)
     with torch.inference_mode():
