@@ -62,28 +62,37 @@ def random_codec(seed: int = 0):
     return Codec(model, "cpu", weights_sha256=f"random-seed-{seed}")
 
 
-def server_engine(codec, batching: bool):
-    """An engine of the configuration :func:`serve` gives the server (fp32, 1024 slots, 80 ms feeds)."""
-    from rvqkit.engine import Engine
-    from rvqkit.server.sockets import STEP_SAMPLES
+def server_hub(codec, batching: bool):
+    """A stream hub (and its engine) of the configuration :func:`serve` gives the server: fp32, 1024
+    slots, 80 ms feeds, batched or not."""
+    from rvqkit.server import ServerSettings
+    from rvqkit.server.gate import ModelGate
+    from rvqkit.server.sockets import StreamHub
 
-    rows = "batched" if batching else "alone"
-    return Engine(codec.model, codec.device, codec.precision, rows, MAX_STREAMS, STEP_SAMPLES)
+    return StreamHub(codec, ServerSettings(max_streams=MAX_STREAMS, batching=batching), ModelGate())
+
+
+def advance(hub, jobs) -> None:
+    """One step of ``jobs`` as the hub runs it: ``engine.advance``, at most ``rows_per_call`` jobs a call."""
+    cap = hub.rows_per_call() or len(jobs)
+    for k in range(0, len(jobs), cap):
+        hub.engine.advance(jobs[k : k + cap])
 
 
 def exact_codes(codec, batching: bool, signals: list[np.ndarray], bandwidth: float) -> list[np.ndarray]:
     """Each signal's codes as the server's engine gives them offline (what
-    ``rvqkit.server.sockets.encode_offline`` gives), all signals in one run of the engine: an item's
-    codes do not depend on its batch-mates, so this is exact and cheaper than one signal at a time."""
+    ``rvqkit.server.sockets.encode_offline`` gives), the signals run together as the server's hub runs
+    streams (at most ``rows_per_call`` per call): an item's codes do not depend on its batch-mates, so
+    this is exact and cheaper than one signal at a time."""
     from rvqkit.server.sockets import merge_packets, open_encoder
 
-    engine = server_engine(codec, batching)
+    hub = server_hub(codec, batching)
     n_q = codec.n_q_for(bandwidth)
-    jobs = [open_encoder(engine, n_q) for _ in signals]
+    jobs = [open_encoder(hub.engine, n_q) for _ in signals]
     for job, x in zip(jobs, signals, strict=True):
         job.push(torch.from_numpy(x))
         job.end()
-    engine.advance(jobs)
+    advance(hub, jobs)
     return [merge_packets(job.collect(), n_q).codes[0].numpy() for job in jobs]
 
 
@@ -262,9 +271,9 @@ def evaluate(results: list[StreamResult], exact, offline) -> dict:
 
 
 def engine_only(args) -> None:
-    """No server: time one 80 ms step of B live encode jobs, one ``engine.advance`` over all of them
-    on the batched engine, and on the ``rows="alone"`` engine (one call per stream: the server with
-    batching off), with the model calls each makes per step. Wall time, and this process's CPU time
+    """No server: time one 80 ms step of B live encode jobs as the server's hub runs it (``engine.advance``
+    over all of them, at most ``rows_per_call`` a call) on the batched engine, and on the ``rows="alone"``
+    engine (one call per stream: the server with batching off), with the model calls each makes per step. Wall time, and this process's CPU time
     (which other processes on the cores inflate less)."""
     from rvqkit.server.sockets import STEP_SAMPLES, open_encoder
 
@@ -284,14 +293,15 @@ def engine_only(args) -> None:
         xs = [torch.from_numpy(test_signal(chunk * (steps + 3), 200 + i)) for i in range(b)]
         wall, cpu, calls = {}, {}, {}
         for batching in (True, False):
-            engine = server_engine(codec, batching)
+            hub = server_hub(codec, batching)
+            engine = hub.engine
             jobs = [open_encoder(engine, n_q) for _ in range(b)]
             for k in range(steps + 3):
                 if k == 3:  # past the start-up
                     t, p, c = time.perf_counter(), time.process_time(), engine.calls
                 for job, x in zip(jobs, xs, strict=True):
                     job.push(x[:, k * chunk : (k + 1) * chunk])
-                engine.advance(jobs)
+                advance(hub, jobs)
                 for job in jobs:
                     job.collect()
             wall[batching] = (time.perf_counter() - t) / steps * 1000

@@ -282,6 +282,33 @@ def test_concurrent_socket_streams_share_engine_calls(codec24):
         assert mismatched_frames(codes, whole) <= 1
 
 
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_many_streams_in_one_step_are_exact_with_one_thread(codec24, one_thread):
+    """20 streams in one step, torch on one thread (as ``rvqkit serve --threads 1``): PyTorch computes
+    1x1 convolutions of 16 rows or more with another kernel there, so the hub advances at most 15 streams
+    per call; every stream's codes equal its offline encoding (2 rows), bit for bit."""
+    app = create_app(codec24)
+    hub = app.state.hub
+    assert hub.rows_per_call() == 15
+    n_q = codec24.n_q_for(6.0)
+    xs = [make_signal(SR + 300 * i, 1, SR, seed=60 + i) for i in range(20)]
+    streams = [hub.open_encoder(n_q) for _ in xs]
+    for s, x in zip(streams, xs, strict=True):
+        s.pending, s.end = [x], True
+    results = hub._step([(s, *s.take()) for s in streams])
+    engine = server_engine(codec24)
+    for x, res in zip(xs, results, strict=True):
+        assert res[-1] is None
+        assert torch.equal(res[0].codes, encode_offline(engine, torch.from_numpy(x), n_q).codes)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_encode_stream_is_exact_for_any_chunking(client24, codec24, seed):
     """One stream in random-size binary messages (splitting samples): its codes equal, bit for bit,

@@ -59,6 +59,7 @@ CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_ERROR = 1000, 1008, 1013, 101
 STEP_SAMPLES = 1920  # a live 24 kHz stream's regular feed: 80 ms, 6 frames (the 48 kHz model ignores it)
 DTYPES = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 INLINE_BYTES = 64 * 1024  # PCM messages up to this size, at the model's rate, convert on the event loop
+THNN_MAX_ROWS = 15  # most rows a 1-thread CPU 1x1 convolution keeps off oneDNN (rows_per_call)
 INLINE_JSON_BYTES = 16 * 1024  # codes messages up to this size are parsed on the event loop
 
 
@@ -232,6 +233,24 @@ class StreamHub:
         """Whether streams in the same phase share model calls (the engine's ``rows="batched"``)."""
         return self.engine.rows == "batched"
 
+    def rows_per_call(self) -> int | None:
+        """The most streams one engine call may take, or None for no limit.
+
+        On CPU with one torch thread, PyTorch computes a kernel-size-1 convolution with its own kernel
+        for fewer than 16 rows and with oneDNN from 16 rows on (``ConvParams::use_mkldnn``: "THNN is
+        faster when single-threaded"), which round differently (~1e-7, measured: a 2 s item's codes then
+        differ at a near-tie in 4 of 8 items). With more threads oneDNN runs every batch of 2 or more.
+        So with one thread a step advances the streams at most 15 at a time, keeping every call in the
+        rows a stream's offline encoding uses (2, see :mod:`rvqkit.engine`), and its codes exact. (The
+        engine itself groups all streams of a phase into one call, whatever their number.)"""
+        if (
+            self.engine.rows == "batched"
+            and self.engine.device.type == "cpu"
+            and torch.get_num_threads() == 1
+        ):
+            return THNN_MAX_ROWS
+        return None
+
     @property
     def calls(self) -> int:
         """Model calls the engine has made for the streams."""
@@ -329,9 +348,12 @@ class StreamHub:
                 results[i] = [e]
         if not ok:
             return results
+        jobs = [work[i][0].job for i in ok]
+        cap = self.rows_per_call()
         with self.gate.hold(stream=True):  # before any REST job's next piece
             try:
-                self.engine.advance([work[i][0].job for i in ok])
+                for k in range(0, len(jobs), cap or len(jobs)):
+                    self.engine.advance(jobs[k : k + (cap or len(jobs))])
             except Exception as e:
                 for i in ok:
                     results[i] = [e]
