@@ -4,6 +4,8 @@ architecture (speed does not depend on the weights' values); both models get the
 input, in the same run, alternately. Ratios > 1 mean rvqkit is faster.
 
     python benchmarks/mimi_bench.py [--seconds 10] [--repeats 2] [--threads N]
+    python benchmarks/mimi_bench.py --exactness   # streamed vs offline codes, a few signals and chunkings
+                                                  # (several minutes: hundreds of small streaming steps)
 
 Takes about a minute on a quiet 2-core machine (most of it transformers' and rvqkit's 10 s runs).
 """
@@ -42,6 +44,44 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def exactness(seconds: float, n_q: int) -> None:
+    """Streamed vs offline latents and codes at the published architecture (no transformers needed)."""
+    import numpy as np
+
+    model = random_mimi(MimiConfig(), seed=0, fit_seconds=1.0)
+    rng = np.random.default_rng(0)
+    total = differing = 0
+    print(
+        "| signal | chunk (samples) | frames | codes differing | max latent difference | max decode difference |"
+    )
+    print("|---|---|---|---|---|---|")
+    for seed in range(3):
+        x = speech_like(seconds, seed) if seed != 1 else 0.3 * torch.randn(1, 1, int(seconds * SR) + 777)
+        latent = model.latent(x)
+        codes = model.quantizer.encode(latent, n_q)
+        audio = model.decode(codes)
+        for chunk in ("1920", "960", "4801", "random"):
+            state, parts, pos = model.init_state(1), [], 0
+            while pos < x.shape[-1]:
+                n = int(rng.integers(1, 6000)) if chunk == "random" else int(chunk)
+                parts.append(model.latent_step(x[..., pos : pos + n], state, final=pos + n >= x.shape[-1]))
+                pos += n
+            streamed = torch.cat(parts, -1)
+            s_codes = model.quantizer.encode(streamed, n_q)
+            state = model.init_state(1)
+            s_audio = torch.cat(
+                [model.decode_step(codes[..., t : t + 1], state) for t in range(codes.shape[-1])], -1
+            )
+            diff = int((s_codes != codes).sum())
+            total += codes.numel()
+            differing += diff
+            print(
+                f"| {'noise' if seed == 1 else f'speech {seed}'} | {chunk} | {codes.shape[-1]} | {diff} | "
+                f"{(streamed - latent).abs().max().item():.2g} | {(s_audio - audio).abs().max().item():.2g} |"
+            )
+    print(f"\ncodes differing in all: {differing} of {total} ({n_q} codebooks)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -55,10 +95,15 @@ def main() -> None:
         help="torch threads for the one-stream run (default 1: an 80 ms step is small operations; on a "
         "busy 2-core machine two OpenMP threads wait on each other, measured 10-20x slower)",
     )
+    ap.add_argument("--exactness", action="store_true", help="measure streamed vs offline codes instead")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    if args.exactness:
+        torch.set_num_threads(args.stream_threads)
+        exactness(min(args.seconds, 6.0), 32)
+        return
     import transformers
 
     load0 = os.getloadavg()
