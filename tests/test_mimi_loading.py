@@ -218,3 +218,55 @@ def test_bad_inputs(model):
         model.decode(codes.float())
     with pytest.raises(CodesError, match="codebooks"):
         model.decode(torch.zeros(1, 17, 3, dtype=torch.long))
+
+
+#: moshi.models.loaders._mimi_config (kyutai-labs/moshi e6a55d2), as a repo's mimi_config JSON holds it.
+MOSHI_MIMI_CONFIG = {
+    "sample_rate": 24000,
+    "channels": 1,
+    "frame_rate": 12.5,
+    "seanet": {
+        "channels": 1,
+        "dimension": 512,
+        "causal": True,
+        "n_filters": 64,
+        "n_residual_layers": 1,
+        "activation": "ELU",
+        "compress": 2,
+        "dilation_base": 2,
+        "disable_norm_outer_blocks": 0,
+        "kernel_size": 7,
+        "residual_kernel_size": 3,
+        "last_kernel_size": 3,
+        "norm": "none",
+        "pad_mode": "constant",
+        "ratios": [8, 6, 5, 4],
+        "true_skip": True,
+    },
+    "quantizer": {"dimension": 256, "n_q": 32, "bins": 2048, "input_dimension": 512, "output_dimension": 512},
+    "transformer": {
+        "d_model": 512,
+        "num_heads": 8,
+        "num_layers": 8,
+        "causal": True,
+        "layer_scale": 0.01,
+        "context": 250,
+        "conv_layout": True,
+        "max_period": 10000,
+        "gating": "none",
+        "norm": "layer_norm",
+        "positional_embedding": "rope",
+        "dim_feedforward": 2048,
+        "input_dimension": 512,
+        "output_dimensions": [512],
+    },
+}
+
+
+def test_moshi_config_format():
+    assert MimiConfig.from_moshi_config(MOSHI_MIMI_CONFIG) == MimiConfig()
+    bad = {**MOSHI_MIMI_CONFIG, "transformer": {**MOSHI_MIMI_CONFIG["transformer"], "gating": "silu"}}
+    with pytest.raises(WeightsError, match="transformer.gating='silu'"):
+        MimiConfig.from_moshi_config(bad)
+    with pytest.raises(WeightsError, match="malformed moshi Mimi config"):
+        MimiConfig.from_moshi_config({"seanet": {}})

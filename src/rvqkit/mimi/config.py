@@ -181,6 +181,62 @@ class MimiConfig:
         except (TypeError, ValueError) as e:
             raise WeightsError(f"malformed Mimi config.json: {e}") from None
 
+    @classmethod
+    def from_moshi_config(cls, d: dict[str, Any]) -> MimiConfig:
+        """From moshi's own config format (``moshi.models.loaders._mimi_config``; a moshi repo's
+        ``mimi_config_name`` JSON): ``sample_rate``, ``channels``, ``frame_rate`` and the ``seanet``,
+        ``quantizer`` and ``transformer`` keyword dicts. Settings rvqkit does not implement raise
+        :class:`WeightsError` naming them."""
+        try:
+            seanet, quant, tr = d["seanet"], d["quantizer"], d["transformer"]
+            expect = [
+                ("seanet.causal", seanet.get("causal", True), True),
+                ("seanet.pad_mode", seanet.get("pad_mode", "constant"), "constant"),
+                ("seanet.activation", seanet.get("activation", "ELU"), "ELU"),
+                ("transformer.causal", tr.get("causal", True), True),
+                ("transformer.norm", tr.get("norm", "layer_norm"), "layer_norm"),
+                ("transformer.gating", tr.get("gating", "none"), "none"),
+                ("transformer.positional_embedding", tr.get("positional_embedding", "rope"), "rope"),
+                ("transformer.kv_repeat", tr.get("kv_repeat", 1), 1),
+            ]
+            for name, value, want in expect:
+                if value != want:
+                    raise WeightsError(
+                        f"unsupported moshi Mimi config: {name}={value!r} (rvqkit implements {want!r})"
+                    )
+            dim = int(seanet["dimension"])
+            ratios = tuple(int(r) for r in seanet["ratios"])
+            sr = int(d.get("sample_rate", 24000))
+            heads = int(tr["num_heads"])
+            return cls(
+                sampling_rate=sr,
+                channels=int(d.get("channels", seanet.get("channels", 1))),
+                hidden_size=dim,
+                num_filters=int(seanet["n_filters"]),
+                num_residual_layers=int(seanet.get("n_residual_layers", 1)),
+                upsampling_ratios=ratios,
+                kernel_size=int(seanet.get("kernel_size", 7)),
+                last_kernel_size=int(seanet.get("last_kernel_size", 7)),
+                residual_kernel_size=int(seanet.get("residual_kernel_size", 3)),
+                dilation_growth_rate=int(seanet.get("dilation_base", 2)),
+                compress=int(seanet.get("compress", 2)),
+                use_conv_shortcut=not bool(seanet.get("true_skip", True)),
+                codebook_size=int(quant["bins"]),
+                codebook_dim=int(quant["dimension"]),
+                num_quantizers=int(quant["n_q"]),
+                num_semantic_quantizers=int(quant.get("n_q_semantic", 1)),
+                upsample_groups=dim,  # moshi's ConvTrUpsample1d(channel_wise=True): depthwise
+                latent_stride=round(sr / math.prod(ratios) / float(d.get("frame_rate", 12.5))),
+                num_hidden_layers=int(tr["num_layers"]),
+                intermediate_size=int(tr["dim_feedforward"]),
+                num_attention_heads=heads,
+                head_dim=int(tr["d_model"]) // heads,
+                rope_theta=float(tr.get("max_period", 10000)),
+                sliding_window=int(tr["context"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise WeightsError(f"malformed moshi Mimi config: {type(e).__name__} {e}") from None
+
     def to_hf_config(self) -> dict[str, Any]:
         """The transformers ``config.json`` fields of this config (``MimiConfig(**fields)`` rebuilds it)."""
         d = asdict(self)
