@@ -78,6 +78,20 @@ def _encode_group(codec: Codec, audio: list[np.ndarray], n_q: int, lstm_batch: i
     ]
 
 
+def _groups(batches: list[list[int]], codec: Codec, lstm_batch: int) -> Iterator[list[int]]:
+    """Batches as engine calls. On CPU a batch runs as groups of ``lstm_batch`` items (neighbours in
+    length, so their slots free at about the same time): the same codes (an item's codes do not depend
+    on its batch), with results, and progress, after each group rather than after the whole batch. On a
+    GPU the batches run whole."""
+    if codec.device.type != "cpu":
+        yield from batches
+        return
+    step = max(1, lstm_batch)
+    for batch in batches:
+        for i in range(0, len(batch), step):
+            yield batch[i : i + step]
+
+
 def iter_encode(
     codec: Codec,
     loaded: Sequence[Loaded],
@@ -100,7 +114,7 @@ def iter_encode(
     good = [it for it in loaded if it.reason is None and it.audio is not None]
     lengths = [it.audio.shape[-1] for it in good]  # type: ignore[union-attr]
     n_q = codec.n_q_for(bandwidth)
-    for batch in plan_batches(lengths, max_samples):
+    for batch in _groups(plan_batches(lengths, max_samples), codec, lstm_batch):
         items = [good[b] for b in batch]
         audio = [it.audio for it in items]
         try:
