@@ -12,6 +12,12 @@ Takes about a minute on a quiet 2-core machine (most of it transformers' and rvq
 
 from __future__ import annotations
 
+# rvqkit before torch: OpenMP threads then sleep while they wait instead of spinning (rvqkit.runtime);
+# spinning threads made one-stream steps 10-20x slower on the busy 2-core machine.
+# isort: off
+import rvqkit  # noqa: F401
+
+# isort: on
 import argparse
 import os
 import platform
@@ -92,8 +98,7 @@ def main() -> None:
         "--stream-threads",
         type=int,
         default=1,
-        help="torch threads for the one-stream run (default 1: an 80 ms step is small operations; on a "
-        "busy 2-core machine two OpenMP threads wait on each other, measured 10-20x slower)",
+        help="torch threads for the one-stream run (default 1: an 80 ms step is small operations)",
     )
     ap.add_argument("--exactness", action="store_true", help="measure streamed vs offline codes instead")
     args = ap.parse_args()
