@@ -19,7 +19,7 @@ from .audio import AudioWriter, check_finite, check_resampled, convert_channels,
 from .codec import Codec
 from .encoded import Encoded
 from .errors import AudioError
-from .framing import segment_bounds
+from .framing import segment_frames
 from .stream import CodePacket
 
 Progress = Callable[[float], None]  # called with seconds of input audio done
@@ -156,8 +156,7 @@ def _packets_of(
         return
     assert encoded.scales is not None
     f0 = 0
-    for i, (s, e) in enumerate(segment_bounds(codec.config, length)):
-        nf = -(-(e - s) // codec.hop_length)
+    for i, nf in enumerate(segment_frames(codec.config, length)):
         yield CodePacket(codes[..., f0 : f0 + nf], encoded.scales[index : index + 1, i : i + 1], [nf])
         f0 += nf
 

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import torch
 
-from .framing import segment_bounds
+from .framing import segment_frames
 from .model import DecodeState, EncodecModel, EncodeState
 from .nn.streaming import split_state, stack_states, state_signature
 from .packets import CodePacket
@@ -208,13 +208,11 @@ class Engine:
     ) -> list[torch.Tensor]:
         """Audio ``[C, length_i]`` (CPU) of each item from its codes ``[n_q, frames_i]`` (and 48 kHz scales
         ``[segments_i]``); ``lengths`` in samples."""
-        hop = self.model.cfg.hop_length
 
         def start(i: int) -> Job:
             job = DecodeJob(self.model, codes[i], self.model.init_decode_state(1), True, i)
             if self.model.segmented:
-                bounds = segment_bounds(self.model.cfg, lengths[i])
-                job.segment_frames = [-(-(e - s) // hop) for s, e in bounds]
+                job.segment_frames = segment_frames(self.model.cfg, lengths[i])
                 s = scales[i]
                 job.scales = [] if s is None else list(s.reshape(-1, 1))
             return job

@@ -34,6 +34,11 @@ def segment_bounds(cfg: CodecConfig, length: int) -> list[tuple[int, int]]:
     return [(o, min(o + cfg.segment_length, length)) for o in range(0, length, stride)]
 
 
+def segment_frames(cfg: CodecConfig, length: int) -> list[int]:
+    """Code frames of each segment of a ``length``-sample signal (``ceil(segment / hop)``), in order."""
+    return [-(-(end - start) // cfg.hop_length) for start, end in segment_bounds(cfg, length)]
+
+
 def frames_for_length(cfg: CodecConfig, length: int) -> int:
     """Code frames for a signal of ``length`` samples (summed over its segments).
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .config import CodecConfig
-from .framing import overlap_weight
+from .framing import overlap_weight, segment_frames
 from .nn.seanet import SEANetDecoder, SEANetEncoder
 from .nn.streaming import StreamingModule
 from .packets import CodePacket
@@ -297,12 +297,7 @@ class EncodecModel(nn.Module):
     def decode(self, codes: torch.Tensor, scales: torch.Tensor | None, length: int) -> torch.Tensor:
         """Audio ``[B, C, length]`` from codes ``[B, n_q, frames]`` of a ``length``-sample signal:
         :meth:`decode_step` over the feeds of :meth:`decode_feed`."""
-        from .framing import segment_bounds
-
-        hop = self.cfg.hop_length
-        seg_frames = (
-            [-(-(e - s) // hop) for s, e in segment_bounds(self.cfg, length)] if self.segmented else []
-        )
+        seg_frames = segment_frames(self.cfg, length) if self.segmented else []
         state, step, f, k = self.init_decode_state(codes.shape[0]), self.step_samples(codes.shape[0]), 0, 0
         outs = []
         while (feed := self.decode_feed(seg_frames[k:], codes.shape[-1] - f, True, step)) is not None:
