@@ -368,7 +368,7 @@ def test_decode_limit_skips_existing_outputs(codec24, tmp_path):
 
 
 def test_cli_names_flags_not_parameters():
-    from rvqkit.cli.corpus import cli_message
+    from rvqkit.cli.messages import cli_message
 
     assert cli_message("shard_size must be at least 1, got 0") == "--shard-size must be at least 1, got 0"
     assert cli_message("x holds a job (encoded with lstm_batch=1); or overwrite=True to replace it") == (
@@ -392,3 +392,14 @@ def test_library_errors_name_parameters(codec24, tmp_path):
         with pytest.raises(CorpusError, match=rf"^{name} must be") as e:
             encode_corpus(tmp_path, tmp_path / "out", codec24, 6.0, **kwargs)
         assert "--" not in str(e.value)
+
+
+def test_cli_message_renamed_flags():
+    """Parameters whose flag is not their own name: ``lm`` is ``--lm-model``."""
+    from rvqkit.cli.messages import cli_message
+
+    assert cli_message("give its path as lm=PATH") == "give its path as --lm-model PATH"
+    assert cli_message("(threads=N; Meta's tool") == "(--threads N; Meta's tool"
+    assert cli_message("x.wav exists; pass overwrite=True to replace it") == (
+        "x.wav exists; pass --overwrite to replace it"
+    )

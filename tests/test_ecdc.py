@@ -413,7 +413,7 @@ def test_lm_file_needs_the_right_lm(codecs, lms, tmp_path, monkeypatch):
     monkeypatch.delenv("RVQKIT_LM_DIR", raising=False)
     codec = codecs["24"]
     data = compress(codec, signal("24")[:, :6000], codec.sample_rate, BANDWIDTH, use_lm=True, lm=lms["24"][1])
-    with pytest.raises(WeightsError, match="--lm-model"):
+    with pytest.raises(WeightsError, match="lm=PATH"):
         decompress(data, codec)
     with pytest.raises(BitstreamError, match="another model"):
         read_ecdc(io.BytesIO(data), lm=load_lm(lms["48"][1]))

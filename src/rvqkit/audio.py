@@ -197,7 +197,7 @@ class AudioWriter:
         if p.is_dir():
             raise OutputError(f"output {p} is a folder; give a file name")
         if os.path.lexists(p) and not overwrite:
-            raise OutputError(f"{p} exists; pass --overwrite to replace it")
+            raise OutputError(f"{p} exists; pass overwrite=True to replace it")
         self.path = p
         self._tmp = p.with_name(f".{p.name}.part")
         try:

@@ -75,7 +75,7 @@ def resolve_lm(lm: LMSource, model: str, near: str | os.PathLike[str] | None = N
         if found is None:
             raise WeightsError(
                 f"the entropy-coding LM for {model} ({lm_checkpoint_name(model)}) was not found beside the "
-                "model weights, in $RVQKIT_LM_DIR or in torch's hub cache; give its path (--lm-model PATH)"
+                "model weights, in $RVQKIT_LM_DIR or in torch's hub cache; give its path as lm=PATH"
             )
         lm = found
     return load_lm(lm, model)

@@ -73,7 +73,7 @@ def mismatch_hint() -> str:
         f" -- if the file is intact, the likely cause is that it was written with another torch thread "
         f"count (or another kind of CPU): the entropy-coding LM ran here on {n} threads, and LM-coded "
         "bytes decode only where the LM computes exactly as when they were written. Decode with the "
-        "thread count used to write it (threads=, or --threads; Meta's tool and rvqkit default to the "
+        "thread count used to write it (threads=N; Meta's tool and rvqkit default to the "
         "machine's physical cores)"
     )
 

@@ -35,8 +35,9 @@ def feed_rule(buffered: int, ended: bool, step: int) -> tuple[int, bool] | None:
     None to wait for more. A regular feed is ``step`` long and is taken only while more than two steps
     wait; at the end the rest (one to two steps, or the whole of a short signal) goes in one final call.
     So no call is narrow (narrow convolutions round differently: see ``EncodecModel.block_length``), and
-    the feeds of a signal depend only on its length and ``step``, never on how it arrived."""
-    if buffered > 2 * step:
+    the feeds of a signal depend only on its length and ``step``, never on how it arrived. ``step`` 0 (no
+    blocks): the whole signal in one final feed."""
+    if step > 0 and buffered > 2 * step:
         return step, False
     return (buffered, True) if ended else None
 
@@ -190,7 +191,7 @@ class EncodecModel(nn.Module):
         """The next decoder feed in frames: 24 kHz :func:`feed_rule` with ``step // hop`` frames; 48 kHz one
         segment (``segment_frames`` lists the frames of the segments still to feed)."""
         if not self.segmented:
-            return feed_rule(buffered, ended, max(1, step // self.cfg.hop_length))
+            return feed_rule(buffered, ended, step // self.cfg.hop_length if step > 0 else 0)
         if not segment_frames:
             return (0, True) if ended else None
         n = segment_frames[0]

@@ -40,7 +40,7 @@ def check_predictor(lm: Predictor | None, header: EcdcHeader) -> Predictor:
     if lm is None:
         raise BitstreamError(
             "this .ecdc stream is entropy-coded with the LM; give the LM checkpoint "
-            f"(encodec_lm_{header.model.split('_')[-1]}-*.th, e.g. --lm-model PATH)"
+            f"(encodec_lm_{header.model.split('_')[-1]}-*.th, as lm=PATH)"
         )
     try:
         lm.check_codec(header.config)

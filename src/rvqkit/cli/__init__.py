@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from ..errors import InputError, OutputError, RvqkitError, os_error
 from ..runtime import tune_allocator
+from .messages import cli_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 app = typer.Typer(
@@ -150,7 +151,7 @@ def user_errors(fn: F) -> F:
         except RvqkitError as e:
             if debug():
                 traceback.print_exception(e)  # the whole chain: "The above exception was the direct cause"
-            fail(str(e))
+            fail(cli_message(str(e)))
         except Exception as e:
             if debug():
                 raise

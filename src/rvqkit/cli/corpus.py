@@ -3,12 +3,9 @@ what they hold."""
 
 from __future__ import annotations
 
-import functools
 import json
-import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,7 +13,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import RvqkitError
 from . import (
     DEFAULT_DEVICE,
     DEFAULT_MODEL,
@@ -32,58 +28,6 @@ from . import (
     threads_option,
     user_errors,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-# the library's errors name its parameters (``shard_size``, ``overwrite=True``); on the command line
-# they are flags
-PARAMS = [
-    "shard_size",
-    "first_shard_size",
-    "window",
-    "lstm_batch",
-    "threads",
-    "workers",
-    "max_duration",
-    "min_duration",
-    "batch_seconds",
-    "overwrite",
-    "audio_column",
-    "split",
-    "tokens",
-    "model",
-    "limit",
-    "engine",
-]
-_NAMES = "|".join(sorted(PARAMS, key=len, reverse=True))
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def cli_message(message: str) -> str:
-    """A library message in the command line's terms: ``overwrite=True`` -> ``--overwrite``,
-    ``split=...`` -> ``--split ...``, ``shard_size must`` -> ``--shard-size must``, ``(tokens)`` ->
-    ``(--tokens)``."""
-    message = re.sub(rf"\b({_NAMES})=True\b", lambda m: _flag(m[1]), message)
-    message = re.sub(rf"\b({_NAMES})=", lambda m: _flag(m[1]) + " ", message)
-    message = re.sub(rf"(^|; )({_NAMES}) must\b", lambda m: m[1] + _flag(m[2]) + " must", message)
-    return re.sub(rf"\(({_NAMES})\)", lambda m: f"({_flag(m[1])})", message)
-
-
-def flag_errors(fn: F) -> F:
-    """Re-raise rvqkit errors with parameter names turned into flags (see :func:`cli_message`)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RvqkitError as e:
-            raise type(e)(cli_message(str(e))) from e
-
-    return wrapper  # type: ignore[return-value]
-
 
 StartOverOpt = Annotated[
     bool,
@@ -160,7 +104,6 @@ class EncodeBar:
 
 @corpus_app.command("encode")
 @user_errors
-@flag_errors
 def encode(
     source: Annotated[
         str,
@@ -307,7 +250,6 @@ def encode(
 
 @corpus_app.command("decode")
 @user_errors
-@flag_errors
 def decode(
     source: Annotated[Path, typer.Argument(help="Corpus output folder or one of its .parquet shards.")],
     out_folder: Annotated[Path, typer.Argument(help="Folder for the WAV files (named by id).")],
@@ -358,7 +300,6 @@ def decode(
 
 @corpus_app.command("stats")
 @user_errors
-@flag_errors
 def stats(
     out_dir: Annotated[Path, typer.Argument(help="Corpus output folder (of `rvqkit corpus encode`).")],
     as_json: Annotated[

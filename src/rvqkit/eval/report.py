@@ -405,7 +405,7 @@ def check_report_folder(folder: str | os.PathLike[str], overwrite: bool = False)
         raise RvqkitError(f"{out} is a file, not a folder")
     existing = [n for n in (*REPORT_FILES, *REPORT_FOLDERS) if (out / n).exists()]
     if existing and not overwrite:
-        raise RvqkitError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+        raise RvqkitError(f"{out} already holds {', '.join(existing)}; pass overwrite=True to replace them")
 
 
 def _csv_columns(rows: list[dict[str, Any]]) -> list[str]:
