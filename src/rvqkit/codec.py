@@ -13,7 +13,7 @@ from . import audio as audio_io
 from .config import CodecConfig
 from .encoded import Encoded, check_fields
 from .engine import Engine
-from .errors import AudioError, BandwidthError, CodesError, RvqkitError
+from .errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
 from .framing import segment_bounds, segment_count
 from .model import EncodecModel
 from .precision import Precision, check_precision, model_call
@@ -63,7 +63,13 @@ class Codec:
     ) -> Codec:
         """Load from a hub id (``facebook/encodec_24khz``), a Hugging Face folder or Meta ``.th`` file.
 
-        ``precision`` is the float precision of the model calls (see :mod:`rvqkit.precision`)."""
+        ``precision`` is the float precision of the model calls (see :mod:`rvqkit.precision`). A Mimi, DAC
+        or SNAC source raises :class:`WeightsError` naming its family and its loader."""
+        from .families import family_of, not_encodec_message  # reads only names, config.json, headers
+
+        family = family_of(name_or_path, revision)
+        if family not in (None, "encodec"):
+            raise WeightsError(not_encodec_message(name_or_path, family))
         w = load_weights(name_or_path, revision=revision)
         return cls(build_model(w.config, w.state_dict), device, w.sha256, precision)
 
