@@ -22,22 +22,17 @@ from typing import Any
 
 import torch
 
-from .. import __version__
 from ..codec import Codec
 from .encoding import CPU_LSTM_BATCH, auto_batch_samples, iter_encode
 from .items import CorpusError, Item, Loaded, Result
+from .job import DEFAULT_MIN_DURATION, DEFAULT_SHARD_SIZE, DEFAULT_WINDOW, CorpusJob, JobSettings
 from .loading import LoadSpec, load_item
 from .lock import JobLock
 from .progress import JobProgress, ProgressCallback
-from .shards import FORMAT, FORMAT_VERSION, OutputDir, ShardLayout, schema
+from .shards import OutputDir, ShardLayout, schema
 from .sources import Source, open_source
-from .tokenize import TokenSpec, token_columns
+from .tokenize import TokenSpec
 
-DEFAULT_SHARD_SIZE = 1000
-#: Items of the first shard: on disk after a few seconds to minutes of work, whatever shard_size is.
-DEFAULT_FIRST_SHARD_SIZE = 16
-DEFAULT_WINDOW = 256
-DEFAULT_MIN_DURATION = 0.05  # seconds
 #: A window holds at most this many batches' worth of audio: on CPU 2 (480 s; batches are large there so
 #: that 8 items share LSTM calls), on a GPU 8 (more equal lengths to group).
 WINDOW_BATCHES = {"cpu": 2, "gpu": 8}
@@ -253,7 +248,8 @@ def encode_corpus(
         source: audio folder, ``.csv``/``.jsonl`` manifest, datasets folder / Parquet, or hub dataset.
         model: hub id, model folder, Meta ``.th`` file, or a loaded :class:`~rvqkit.Codec`.
         shard_size: items per shard (rows per Parquet file, fewer where items fail).
-        first_shard_size: items of the first shard (default :data:`DEFAULT_FIRST_SHARD_SIZE`, at most
+        first_shard_size: items of the first shard (default
+            :data:`~rvqkit.corpus.job.DEFAULT_FIRST_SHARD_SIZE`, at most
             ``shard_size``; a resumed job keeps its own): a small first shard is on disk early, so a
             job killed soon after it starts keeps that work.
         workers: audio decoding processes (default: CPU cores - 1, at most 8; 0 = in this process).
@@ -280,28 +276,17 @@ def encode_corpus(
         model_source: where ``model`` was loaded from when a Codec is given (stored in the manifest,
             used by ``decode`` and by Ray actors to load their own copy).
     """
-    for name, value in (("shard_size", shard_size), ("window", window), ("lstm_batch", lstm_batch)):
-        if value < 1:
-            raise CorpusError(f"{name} must be at least 1, got {value}")
-    if first_shard_size is not None and first_shard_size < 1:
-        raise CorpusError(f"first_shard_size must be at least 1, got {first_shard_size}")
-    if max_duration is not None and max_duration <= 0:
-        raise CorpusError(f"max_duration must be positive, got {max_duration}")
-    if threads is not None and threads < 1:
-        raise CorpusError(f"threads must be at least 1, got {threads}")
-    if engine not in ("local", "ray"):
-        raise CorpusError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+    settings = JobSettings(
+        bandwidth=bandwidth, device=device, shard_size=shard_size, first_shard_size=first_shard_size,
+        workers=workers, threads=threads, lstm_batch=lstm_batch, window=window, batch_seconds=batch_seconds,
+        min_duration=min_duration, max_duration=max_duration, audio_column=audio_column, split=split,
+        tokens=tuple(tokens), token_offset=token_offset, token_begin=token_begin, token_end=token_end,
+        codes=codes, engine=engine, ray_address=ray_address, num_actors=num_actors,
+    )  # fmt: skip
     if progress is not None and not callable(progress):
         raise CorpusError(f"progress must be a callable taking an EncodeProgress, got {progress!r}")
     codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
-    if model_source is None:
-        model_source = codec.name if isinstance(model, Codec) else str(model)
-    if Path(model_source).expanduser().exists():  # a path that still works from another folder
-        model_source = str(Path(model_source).expanduser().resolve())
-    n_q = codec.n_q_for(bandwidth)
-    token_specs = token_columns(tokens, n_q, codec.codebook_size, token_offset, token_begin, token_end)
-    if not codes and not token_specs:
-        raise CorpusError("without the codes column, give at least one token layout (tokens)")
+    token_specs = settings.token_specs(codec)
     src = open_source(source, audio_column=audio_column, split=split)
     out = OutputDir(out_dir)
     out.check_usable(overwrite)  # before anything (the lock file) is written in someone else's folder
@@ -310,56 +295,25 @@ def encode_corpus(
         if lock.note and log is not None:
             log(lock.note)
         old = None if overwrite else out.read_manifest()
-        if old is not None and not overwrite:
+        if old is not None:
             src = resumed_source(src, out.read_inputs())
-        if first_shard_size is None:  # a resumed job keeps its layout (older versions: shard_size)
-            first_shard_size = old.get("first_shard_size", old.get("shard_size")) if old else None
-            first_shard_size = first_shard_size or DEFAULT_FIRST_SHARD_SIZE
-        items = src.items
-        layout = ShardLayout(len(items), shard_size, min(first_shard_size, shard_size))
-        job = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "rvqkit_version": __version__,
-            "model": {
-                "name": codec.name,
-                "weights_sha256": codec.weights_sha256,
-                "sample_rate": codec.sample_rate,
-                "channels": codec.channels,
-                "frame_rate": codec.frame_rate,
-                "codebook_size": codec.codebook_size,
-            },
-            "model_source": str(model_source),
-            "bandwidth": codec.config.bandwidth_for_n_q(n_q),
-            "n_q": n_q,
-            # the LSTM's arithmetic: a batch of one (as Codec.encode) or batched (see lstm_batch above)
-            "lstm_batched": lstm_batch > 1 and codec.device.type == "cpu",
-            "codes": {"column": "codes", "type": "list<list<int16>>", "layout": "[n_q][frames]"}
-            if codes
-            else None,
-            "shard_size": shard_size,
-            "first_shard_size": layout.first,
-            "num_shards": layout.num_shards,
-            "num_items": len(items),
-            "source": {
-                "kind": src.kind,
-                "location": src.location,
-                "fingerprint": src.fingerprint(),
-                "columns": list(src.extra_columns),
-            },
-            "filters": {"min_duration": min_duration, "max_duration": max_duration},
-            "tokens": [s.describe() for s in token_specs] or None,
-        }
+        job = CorpusJob.create(
+            settings, codec, _model_source(model, codec, model_source), src, token_specs, old
+        )
         out.prepare(job, overwrite)
         if src.kind in ("folder", "manifest") and (overwrite or not out.inputs_path.is_file()):
-            out.write_inputs(items)  # before any shard: what a re-run resumes
-        summary = _run(
-            out, job, src, layout, codec, token_specs, codes, engine, progress, bandwidth=bandwidth,
-            device=device, workers=workers, threads=threads, lstm_batch=lstm_batch, window=window,
-            batch_seconds=batch_seconds, min_duration=min_duration, max_duration=max_duration,
-            ray_address=ray_address, num_actors=num_actors, model=model, model_source=model_source,
-        )  # fmt: skip
-    return summary
+            out.write_inputs(src.items)  # before any shard: what a re-run resumes
+        return _run(out, job, src, codec, progress)
+
+
+def _model_source(
+    model: str | os.PathLike[str] | Codec, codec: Codec, given: str | os.PathLike[str] | None
+) -> str:
+    """What the manifest records as the model's origin: ``given``, else the model argument (a Codec's
+    name); a path that exists as an absolute path, so that it works from another folder."""
+    text = str(given) if given is not None else codec.name if isinstance(model, Codec) else str(model)
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
 
 
 def resumed_source(src: Source, recorded: list[Item] | None) -> Source:
@@ -389,88 +343,30 @@ def resumed_source(src: Source, recorded: list[Item] | None) -> Source:
 
 
 def _run(
-    out: OutputDir,
-    job: dict[str, Any],
-    src: Source,
-    layout: ShardLayout,
-    codec: Codec,
-    token_specs: Sequence[TokenSpec],
-    codes: bool,
-    engine: str,
-    progress: ProgressCallback | None,
-    *,
-    bandwidth: float,
-    device: str,
-    workers: int | None,
-    threads: int | None,
-    lstm_batch: int,
-    window: int,
-    batch_seconds: float | None,
-    min_duration: float,
-    max_duration: float | None,
-    ray_address: str | None,
-    num_actors: int | None,
-    model: Any,
-    model_source: str | os.PathLike[str],
+    out: OutputDir, job: CorpusJob, src: Source, codec: Codec, progress: ProgressCallback | None
 ) -> CorpusSummary:
     """Encode the shards not done yet and finish the output folder (under the job's lock)."""
-    items = src.items
-    num_shards = layout.num_shards
-    done = {k: rec for k in range(num_shards) if (rec := out.read_record(k)) is not None}
-    todo_items = [it for it in items if layout.shard_of(it.index) not in done]
-    sch = schema(codec.config.normalize, src.extra_columns, [s.field for s in token_specs], codes)
-    spec = LoadSpec(codec.sample_rate, codec.channels, min_duration, max_duration)
-    max_samples = auto_batch_samples(codec, batch_seconds)
+    items, layout, s = src.items, job.layout, job.settings
+    done = {k: rec for k in range(layout.num_shards) if (rec := out.read_record(k)) is not None}
+    todo = [it for it in items if layout.shard_of(it.index) not in done]
+    sch = schema(codec.config.normalize, src.extra_columns, [t.field for t in job.tokens], s.codes)
+    spec = LoadSpec(codec.sample_rate, codec.channels, s.min_duration, s.max_duration)
     start = time.perf_counter()
-    counter = JobProgress(len(items), len(items) - len(todo_items), progress)
+    counter = JobProgress(len(items), len(items) - len(todo), progress)
     counter.report()
-    collector = ShardCollector(out, items, layout, sch, counter, token_specs)
-    if todo_items and engine == "local":
-        n_workers = default_workers() if workers is None else workers
-        saved = torch.get_num_threads()
-        threads = threads or saved  # the workers run at a lower priority and only fill gaps
-        if codec.device.type == "cpu":
-            torch.set_num_threads(threads)
-        try:
-            run_local(
-                collector,
-                src,
-                todo_items,
-                spec,
-                codec,
-                bandwidth,
-                max_samples,
-                n_workers,
-                window,
-                lstm_batch,
-                first_end=layout.first if 0 not in done else 0,
-            )
-        finally:
-            torch.set_num_threads(saved)
-    elif todo_items:
+    collector = ShardCollector(out, items, layout, sch, counter, job.tokens)
+    if todo and s.engine == "local":
+        _encode_local(collector, job, src, todo, spec, codec, first_end=layout.first if 0 not in done else 0)
+    elif todo:
         from .ray_engine import run_ray
 
         run_ray(
-            collector,
-            src,
-            todo_items,
-            spec,
-            model=str(model_source) if _loadable(model_source) else codec,
-            bandwidth=bandwidth,
-            device=device,
-            batch_seconds=batch_seconds,
-            lstm_batch=lstm_batch,
-            address=ray_address,
-            num_actors=num_actors,
-        )
+            collector, src, todo, spec, bandwidth=s.bandwidth, device=s.device, batch_seconds=s.batch_seconds,
+            model=job.model_source if _loadable(job.model_source) else codec, lstm_batch=s.lstm_batch,
+            address=s.ray_address, num_actors=s.num_actors,
+        )  # fmt: skip
     wall = time.perf_counter() - start
-    records = []
-    for k in range(num_shards):
-        rec = out.read_record(k)
-        if rec is None:
-            raise CorpusError(f"shard {k} was not written; re-run the same command to finish it")
-        records.append(rec)
-    manifest = out.finish(job, records, wall)
+    manifest = out.finish(job, _records(out, layout.num_shards), wall)
     return CorpusSummary(
         out_dir=out.root,
         manifest=manifest,
@@ -480,6 +376,41 @@ def _run(
         wall_seconds=wall,
         counts=manifest["counts"],
     )
+
+
+def _encode_local(
+    collector: ShardCollector,
+    job: CorpusJob,
+    src: Source,
+    todo: Sequence[Item],
+    spec: LoadSpec,
+    codec: Codec,
+    first_end: int,
+) -> None:
+    """:func:`run_local` with the job's settings, the model on ``threads`` torch threads (restored
+    afterwards; the workers run at a lower priority and only fill gaps)."""
+    s = job.settings
+    saved = torch.get_num_threads()
+    if codec.device.type == "cpu":
+        torch.set_num_threads(s.threads or saved)
+    try:
+        run_local(
+            collector, src, todo, spec, codec, s.bandwidth, auto_batch_samples(codec, s.batch_seconds),
+            default_workers() if s.workers is None else s.workers, s.window, s.lstm_batch, first_end=first_end,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _records(out: OutputDir, num_shards: int) -> list[dict[str, Any]]:
+    """Every shard's record; a shard not written is an error (re-running finishes it)."""
+    records = []
+    for k in range(num_shards):
+        rec = out.read_record(k)
+        if rec is None:
+            raise CorpusError(f"shard {k} was not written; re-run the same command to finish it")
+        records.append(rec)
+    return records
 
 
 def _loadable(model_source: str | os.PathLike[str]) -> bool:

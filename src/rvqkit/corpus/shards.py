@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,9 @@ from ..atomic import TMP_MARK, write_atomic
 from .items import CorpusError, Item, Result
 from .lock import LOCK_NAME
 
+if TYPE_CHECKING:
+    from .job import CorpusJob
+
 FORMAT = "rvqkit-corpus"
 FORMAT_VERSION = 1
 DATA_DIR = "data"
@@ -42,20 +45,6 @@ RECORD_DIR = "records"
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 INPUTS = "inputs.parquet"  # in RECORD_DIR
-# settings that must match for a re-run to resume an existing output folder
-JOB_KEYS = (
-    "model",
-    "bandwidth",
-    "n_q",
-    "lstm_batched",
-    "codes",
-    "shard_size",
-    "first_shard_size",
-    "num_items",
-    "source",
-    "filters",
-    "tokens",
-)
 
 
 @dataclass(frozen=True)
@@ -192,7 +181,7 @@ class OutputDir:
         except (OSError, json.JSONDecodeError) as e:
             raise CorpusError(f"{self.manifest_path}: unreadable ({e})") from None
 
-    def prepare(self, job: dict[str, Any], overwrite: bool) -> None:
+    def prepare(self, job: CorpusJob, overwrite: bool) -> None:
         """Create the folder for ``job`` or check that it holds the same job (to resume it).
 
         An existing folder of another job, or a non-empty folder that is not a corpus output, is an
@@ -201,16 +190,10 @@ class OutputDir:
         if old is not None and not overwrite:
             if old.get("format") != FORMAT:
                 raise CorpusError(f"{self.manifest_path} is not an rvqkit corpus manifest")
-            # keys of older versions: the LSTM ran as a batch of one; every shard had shard_size items
-            old = {"lstm_batched": False, "first_shard_size": old.get("shard_size"), **old}
-            diff = [k for k in JOB_KEYS if old.get(k) != job.get(k)]
-            if diff:
-                hint = ""
-                if "lstm_batched" in diff:
-                    hint = f" (it was encoded with lstm_batch={'2 or more' if old['lstm_batched'] else '1'})"
+            reason = job.matches(old)
+            if reason is not None:
                 raise CorpusError(
-                    f"{self.root} holds a job with other settings ({', '.join(diff)} differ){hint}; "
-                    "use another output folder, or overwrite=True to replace it"
+                    f"{self.root} holds {reason}; use another output folder, or overwrite=True to replace it"
                 )
         else:
             self.check_usable(overwrite)
@@ -218,7 +201,7 @@ class OutputDir:
             self.clear()
         self.root.mkdir(parents=True, exist_ok=True)
         if old is None or overwrite:  # first, so that a folder with our sub-folders always has a manifest
-            write_json_atomic(self.manifest_path, {**job, "status": "running"})
+            write_json_atomic(self.manifest_path, {**job.to_manifest(), "status": "running"})
         self.data.mkdir(exist_ok=True)
         self.records.mkdir(exist_ok=True)
         self.remove_temp_files()
@@ -345,7 +328,7 @@ class OutputDir:
         write_json_atomic(self.record_path(k), rec)
         return rec
 
-    def finish(self, job: dict[str, Any], records: Sequence[dict[str, Any]], wall_seconds: float) -> dict:
+    def finish(self, job: CorpusJob, records: Sequence[dict[str, Any]], wall_seconds: float) -> dict:
         """Write ``errors.jsonl`` and the final ``manifest.json`` from all shard records."""
         errors = [e for rec in records for e in rec["errors"]]
         lines = "".join(json.dumps(e) + "\n" for e in errors)
@@ -364,7 +347,7 @@ class OutputDir:
             "frames": sum(rec["frames"] for rec in records),
         }
         manifest = {
-            **job,
+            **job.to_manifest(),
             "status": "complete",
             "counts": counts,
             "files": [rec["file"] for rec in records if rec["file"]],
