@@ -31,3 +31,15 @@ def test_huge_declared_length_is_cheap():
     frames = frames_for_length(ENCODEC_48KHZ, n)
     assert frames >= n // ENCODEC_48KHZ.hop_length
     assert segment_count(ENCODEC_48KHZ, n) == -(-n // ENCODEC_48KHZ.segment_stride)
+
+
+def test_feed_rule_without_blocks_takes_the_whole_signal_at_its_end():
+    """``step`` 0 (a model with ``block_length=None``): wait for the end, then one final feed of all of it
+    (a zero step once fed 0 samples forever)."""
+    from rvqkit.model import feed_rule
+
+    assert feed_rule(5 * 24000, False, 0) is None
+    assert feed_rule(5 * 24000, True, 0) == (5 * 24000, True)
+    assert feed_rule(0, True, 0) == (0, True)
+    assert feed_rule(5 * 24000, False, 24000) == (24000, False)
+    assert feed_rule(2 * 24000, True, 24000) == (2 * 24000, True)

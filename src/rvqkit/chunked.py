@@ -138,7 +138,12 @@ def encode_file(
         if packet.scales is not None:
             scales.append(packet.scales)
         length = samples_in
-    all_codes = torch.cat(codes, dim=-1).long()
+    # Widened to Encoded's int64 only once the int16 pieces are freed: at 24 h and 6 kbps the pieces hold
+    # 104 MB and the result 415 MB, so the peak is their sum once, not the pieces twice over.
+    joined = torch.cat(codes, dim=-1)
+    codes.clear()
+    all_codes = joined.long()
+    del joined
     return codec.wrap_codes(
         all_codes, torch.cat(scales, dim=-1) if scales else None, [length], [all_codes.shape[-1]]
     )
