@@ -237,3 +237,25 @@ def test_encodec_sources_stay_encodec(meta_24k, hf_24k, tmp_path):
     assert codec.sample_rate == 24000
     with pytest.raises(WeightsError, match="EnCodec model.*Codec.from_pretrained"):
         load_family_model(hf_24k[1])
+
+
+def test_other_hub_ids_read_the_downloaded_config(sources, monkeypatch):
+    """A hub id of another name: the family of the folder download_from_hub gives (the cache, here)."""
+    import rvqkit.families as families
+
+    fetched = []
+    folder = sources["dac"][1][1]
+
+    def fake_download(repo_id, revision=None):
+        fetched.append((repo_id, revision))
+        return folder
+
+    monkeypatch.setattr(families, "download_from_hub", fake_download)
+    assert detect_family("someone/my-dac", revision="v1") == "dac"
+    assert fetched == [("someone/my-dac", "v1")]
+    with pytest.raises(WeightsError, match="someone/my-dac is a DAC model"):
+        Codec.from_pretrained("someone/my-dac")
+    fc = load_family_model("someone/my-dac")
+    assert fc.family == "dac" and fc.source == "someone/my-dac"
+    assert family_of("not a hub id") is None  # neither a path nor a hub id: nothing is fetched
+    assert len(fetched) == 3  # detect, from_pretrained's check, load_family_model (once)

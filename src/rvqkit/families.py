@@ -151,20 +151,21 @@ def load_family_model(
     """
     from .family_codec import CLASSES
 
-    family = detect_family(name_or_path, revision)
-    if family == "encodec":
-        raise WeightsError(
-            f"{name_or_path} is an EnCodec model: load it with rvqkit.Codec.from_pretrained({str(name_or_path)!r})"
-        )
     source = str(name_or_path)
     path = Path(name_or_path).expanduser()
-    if not path.exists():  # a hub id (already fetched by detection when not a known name)
-        repo_id = _hub_id(source) or source
-        if family == "snac":
-            from .snac import HUB_IDS as SNAC_IDS
+    family = KNOWN_IDS.get(source)
+    if family is None:
+        if not path.exists() and _hub_id(source):
+            path = download_from_hub(source, revision)  # fetched once; its config.json decides
+        family = detect_family(path)
+    if family == "encodec":
+        raise WeightsError(
+            f"{source} is an EnCodec model: load it with rvqkit.Codec.from_pretrained({source!r})"
+        )
+    if not path.exists():  # a published hub id (or a short SNAC name)
+        from .snac import HUB_IDS as SNAC_IDS
 
-            repo_id = SNAC_IDS.get(source, repo_id)
-        path = download_from_hub(repo_id, revision)
+        path = download_from_hub(SNAC_IDS.get(source, source), revision)
     if family == "mimi":
         from .mimi import load_mimi
 
