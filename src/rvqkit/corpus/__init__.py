@@ -8,6 +8,7 @@ See ``docs/corpus.md``.
 from .decode import decode_corpus
 from .hf import encode_dataset
 from .items import CorpusError, Item
+from .job import CorpusJob, JobSettings
 from .pipeline import CorpusSummary, encode_corpus
 from .progress import EncodeProgress
 from .sources import Source, open_source
@@ -15,10 +16,12 @@ from .stats import CorpusStats, corpus_stats
 
 __all__ = [
     "CorpusError",
+    "CorpusJob",
     "CorpusStats",
     "CorpusSummary",
     "EncodeProgress",
     "Item",
+    "JobSettings",
     "Source",
     "corpus_stats",
     "decode_corpus",
