@@ -124,6 +124,8 @@ def test_detect_and_parity(sources, family, index):
     audio = fc.decode(codes)
     assert audio.dtype == torch.float32 and audio.ndim == 2 and audio.shape[0] == 1
     assert torch.equal(audio, _own_decode(family, model, own))
+    assert torch.equal(fc.decode(codes, length=n), audio[:, :n])  # cut to the input's samples
+    assert torch.equal(fc.decode(codes, length=audio.shape[-1] + 5)[:, -5:], torch.zeros(1, 5))
     # a torch [1, T] item and int16 PCM go through the same rules as EnCodec's Codec.encode
     assert _same_codes(fc.encode(torch.from_numpy(x)[None], fc.sample_rate, n_q), own)
 
@@ -172,6 +174,8 @@ def test_bad_audio(sources, family):
         fc.encode([x, x], sr)
     with pytest.raises(RvqkitError):
         fc.decode(torch.zeros(3, 4, 5, dtype=torch.long))
+    with pytest.raises(AudioError, match="length"):
+        fc.decode(fc.encode(x, sr), length=-1)
 
 
 @pytest.mark.parametrize("family,index", CASES)

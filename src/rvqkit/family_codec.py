@@ -89,10 +89,18 @@ class FamilyCodec:
         return self._encode_items(self.prepare(items, sample_rate), n_q)
 
     @torch.inference_mode()
-    def decode(self, codes: Codes) -> torch.Tensor:
+    def decode(self, codes: Codes, length: int | None = None) -> torch.Tensor:
         """Audio ``Tensor[channels, samples]`` float32 at :attr:`sample_rate`, on the CPU, from one item's
-        codes as :meth:`encode` returns them (``samples`` = the model's output for those frames)."""
-        return self._decode(codes).float().cpu()
+        codes as :meth:`encode` returns them. ``samples`` is the model's output for those frames (whole
+        frames), or ``length`` (samples) if given: cut, or zero-filled past the model's output."""
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
+            raise AudioError(f"length must be an integer >= 0 (samples), got {length!r}")
+        audio = self._decode(codes).float().cpu()
+        if length is None:
+            return audio
+        if length <= audio.shape[-1]:
+            return audio[..., :length].contiguous()
+        return torch.nn.functional.pad(audio, (0, length - audio.shape[-1]))
 
     # -- per family ------------------------------------------------------------------------------------------
     def _encode_items(self, items: list[torch.Tensor], n_q: int | None) -> list[Codes]:
