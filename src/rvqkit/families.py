@@ -18,12 +18,15 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 
 from .errors import WeightsError
 from .weights import HUB_IDS, META_CHECKPOINTS, RANDOM_MODELS, download_from_hub
+
+if TYPE_CHECKING:  # family_codec imports rvqkit.codec, which imports this module lazily
+    from .family_codec import FamilyCodec
 
 Family = Literal["encodec", "mimi", "dac", "snac"]
 FAMILIES: tuple[Family, ...] = ("encodec", "mimi", "dac", "snac")
@@ -142,7 +145,7 @@ def detect_family(name_or_path: str | os.PathLike[str], revision: str | None = N
 
 def load_family_model(
     name_or_path: str | os.PathLike[str], device: str | torch.device = "cpu", revision: str | None = None
-):
+) -> FamilyCodec:
     """A Mimi, DAC or SNAC model from a hub id, folder or weights file, as a
     :class:`~rvqkit.family_codec.FamilyCodec` (``encode`` / ``decode`` / ``encode_items``, facts in Hz).
 
