@@ -5,6 +5,7 @@ from .codec import Codec
 from .config import ENCODEC_24KHZ, ENCODEC_48KHZ, CodecConfig
 from .encoded import Encoded
 from .errors import AudioError, BandwidthError, CodesError, RvqkitError, WeightsError
+from .families import detect_family, load_family_model
 from .runtime import tune_allocator
 from .stream import CodePacket, StreamDecoder, StreamEncoder, StreamError
 from .tokens import TokenError, TokenLayout
@@ -29,5 +30,7 @@ __all__ = [
     "TokenLayout",
     "TokenError",
     "tune_allocator",
+    "detect_family",
+    "load_family_model",
     "__version__",
 ]
