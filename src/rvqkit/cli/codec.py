@@ -101,6 +101,7 @@ def quality_line(codec, reference: Path, output: Path, progress=None) -> str:
 @app.command()
 @user_errors
 def encode(
+    ctx: typer.Context,
     input: Annotated[Path, typer.Argument(help="Audio file (WAV, FLAC, OGG, MP3).")],
     output: Annotated[Path, typer.Argument(help="Codes file to write (.npz, no pickle).")],
     model: ModelOpt = DEFAULT_MODEL,
@@ -111,7 +112,11 @@ def encode(
 ) -> None:
     """Encode an audio file to RVQ codes saved with their metadata (any length, bounded memory)."""
     from ..chunked import encode_file
+    from .family import encode_family, model_family, option_given
 
+    if model_family(model) is not None:  # Mimi, DAC, SNAC: docs/families.md
+        given = option_given(ctx, "bandwidth")  # families default to all codebooks
+        return encode_family(input, output, model, bandwidth if given else None, device, overwrite)
     check_output(output, overwrite, (input,))
     seconds = audio_seconds(input)
     codec = load_codec(model, device)
@@ -139,7 +144,11 @@ def decode(
     """Decode a codes file to audio, optionally from the first K codebooks only (bounded memory)."""
     from ..chunked import decode_to_file
     from ..encoded import Encoded
+    from ..family_codes import is_family_codes_file
+    from .family import decode_family
 
+    if is_family_codes_file(input):  # Mimi, DAC, SNAC codes: docs/families.md
+        return decode_family(input, output, model, n_q, device, overwrite)
     check_input(input)
     check_output(output, overwrite, (input,))
     encoded = Encoded.load(input)
