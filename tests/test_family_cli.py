@@ -160,6 +160,9 @@ def test_bad_files(models, wav, tmp_path):
     short = tmp_path / "short.npz"
     _rewrite(files["dac"], short, lambda a: a.update(length=a["length"] * 3))
     assert_clean_error(cli("decode", short, out, "-m", models["dac"]), "frames")
+    huge = tmp_path / "huge.npz"  # a day and more: refused from the header, before any code is read
+    _rewrite(files["dac"], huge, lambda a: a.update(length=np.array(24 * 3600 * 16000 + 1)))
+    assert_clean_error(cli("decode", huge, out, "-m", models["dac"]), "(86400 s) expected")
     float_codes = tmp_path / "float.npz"
     _rewrite(files["dac"], float_codes, lambda a: a.update(codes=a["codes"].astype(np.float32)))
     assert_clean_error(cli("decode", float_codes, out, "-m", models["dac"]), "not allowed")
@@ -200,6 +203,20 @@ def test_nothing_overwritten_without_asking(models, codecs, wav, tmp_path):
     write_audio(ref, fc.decode(codes.codes[:1], length=codes.length).numpy(), fc.sample_rate)
     assert np.array_equal(sf.read(audio, dtype="int16")[0], sf.read(ref, dtype="int16")[0])
     assert_clean_error(cli("decode", out, tmp_path / "b.wav", "-m", models["dac"], "--n-q", "9"), "n_q")
+
+
+@pytest.mark.parametrize("family", ["mimi", "snac"])
+def test_decode_first_codebooks(models, codecs, wav, tmp_path, family):
+    """--n-q K decodes from the first K codebooks (SNAC: the coarsest K levels) of the file."""
+    fc = codecs[family]
+    out = tmp_path / "c.npz"
+    assert cli("encode", wav, out, "-m", models[family])[0] == 0
+    code, stderr = cli("decode", out, tmp_path / "a.wav", "-m", models[family], "--n-q", "1")
+    assert code == 0, stderr
+    codes = load_family_codes(out)
+    ref = tmp_path / "ref.wav"
+    write_audio(ref, fc.decode(codes.codes[:1], length=codes.length).numpy(), fc.sample_rate)
+    assert np.array_equal(sf.read(tmp_path / "a.wav", dtype="int16")[0], sf.read(ref, dtype="int16")[0])
 
 
 def test_long_inputs_refused_before_reading(models, tmp_path, monkeypatch):

@@ -46,6 +46,7 @@ MAX_LEVELS = 8  # SNAC levels (published models: 3 or 4)
 MAX_META = 1 << 16  # bytes of the JSON meta member
 MAX_SAMPLE_RATE = 768_000  # Hz
 MAX_CODEBOOK = 1 << 15  # codes are stored as int16
+MAX_CODE_VALUES = 1 << 27  # code values in one file (24 h of DAC 44.1 kHz, 9 codebooks: 67 M)
 SNAC_PAD_FRAMES = 1024  # without the model: SNAC pads at most this many finest frames past the signal
 
 
@@ -238,6 +239,7 @@ def _read(source: Path | bytes, what: str, codec: FamilyCodec | None) -> FamilyC
         frames = -(-length // hop)
         if family == "snac":
             strides = meta["vq_strides"]
+            finest_counts = set()
             for name, s in zip(want, strides, strict=False):
                 shape = m[name].shape
                 if len(shape) != 1:
@@ -245,12 +247,18 @@ def _read(source: Path | bytes, what: str, codec: FamilyCodec | None) -> FamilyC
                 finest = shape[0] * s
                 if not frames <= finest <= frames + SNAC_PAD_FRAMES:
                     raise z.fail(f"{name}: {shape[0]} frames do not match length {length} samples")
+                finest_counts.add(finest)
+            if len(finest_counts) != 1:
+                raise z.fail("SNAC levels cover different numbers of frames (vq_strides)")
         else:
             shape = m["codes"].shape
             if len(shape) != 2 or shape[0] != n_q:
                 raise z.fail(f"codes must be [{n_q}, frames], got {shape}")
             if shape[1] != frames:
                 raise z.fail(f"codes hold {shape[1]} frames; length {length} samples needs {frames}")
+        values = sum(m[name].size for name in want)
+        if values > MAX_CODE_VALUES:
+            raise z.fail(f"holds {values} code values, more than the {MAX_CODE_VALUES} allowed")
         rows = [torch.from_numpy(z.read(name).astype(np.int64)) for name in want]
     size = meta["codebook_size"]
     for row in rows:
