@@ -110,7 +110,9 @@ def encode(
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Encode an audio file to RVQ codes saved with their metadata (any length, bounded memory)."""
+    """Encode an audio file to RVQ codes saved with their metadata (any length, bounded memory).
+
+    Mimi, DAC and SNAC models: files up to 10 minutes, read whole; all codebooks unless -b is given."""
     from ..chunked import encode_file
     from .family import encode_family, model_family, option_given
 
