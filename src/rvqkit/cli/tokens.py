@@ -66,7 +66,9 @@ def parse_ids(text: str | None, name: str) -> int | list[int] | None:
 @app.command()
 @user_errors
 def tokens(
-    input: Annotated[Path, typer.Argument(help="Codes file (.npz from `rvqkit encode`) or an audio file.")],
+    input: Annotated[
+        Path, typer.Argument(help="Codes file (.npz from `rvqkit encode`, any family) or an audio file.")
+    ],
     layout: Annotated[
         str, typer.Option("--layout", "-l", help="flatten, codebook, delay or parallel.")
     ] = "flatten",
@@ -117,6 +119,14 @@ def tokens(
         check_output(out, overwrite, (input,))
         if out.suffix.lower() not in (".npz", ".json", ".txt"):
             raise RvqkitError(f"{out}: token files end in .npz, .json or .txt")
+    from ..family_codes import is_family_codes_file
+
+    if input.suffix.lower() == ".npz" and is_family_codes_file(input):  # Mimi, DAC or SNAC codes
+        from .family_tokens import tokens_of_family_file
+
+        settings = dict(begin=parse_special(begin, "begin"), end=parse_special(end, "end"), pad=pad)
+        settings.update(delay_pad=parse_ids(delay_pad, "delay-pad"), shift=shift)
+        return tokens_of_family_file(input, out, json_out, layout, n_q, offset, **settings)
     if input.suffix.lower() == ".npz":
         encoded = Encoded.load(input)
     else:
@@ -165,7 +175,9 @@ def tokens(
 @user_errors
 def detokenize(
     input: Annotated[Path, typer.Argument(help="Token file (.npz or .json) written by `rvqkit tokens`.")],
-    output: Annotated[Path, typer.Argument(help="Audio to write (.wav or .flac).")],
+    output: Annotated[
+        Path, typer.Argument(help="Audio to write (.wav or .flac); a codes file (.npz) for Mimi/DAC tokens.")
+    ],
     model: FileModelOpt = None,
     item: Annotated[int, typer.Option("--item", help="Which item of a batch to write.")] = 0,
     device: DeviceOpt = DEFAULT_DEVICE,
@@ -178,6 +190,10 @@ def detokenize(
 
     check_output(output, overwrite, (input,))
     lay, ids, mask, source, arrays = load_tokens(input)
+    if source.get("family"):  # Mimi or DAC tokens: back to a family codes file
+        from .family_tokens import detokenize_to_family_file
+
+        return detokenize_to_family_file(input, output, lay, ids, mask, source, arrays)
     codes, frame_lengths = lay.decode(ids, mask)
     if not 0 <= item < codes.shape[0]:
         raise RvqkitError(f"--item {item}: the file holds {codes.shape[0]} items")

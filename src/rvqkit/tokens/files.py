@@ -47,7 +47,8 @@ class TokenFile:
         ids: int64 token ids (``[batch, length]`` or ``[batch, n_q, steps]``).
         attention_mask: bool ``[batch, length]``, True at real positions.
         source: the source codes' facts: ``model``, ``weights_sha256``, ``sample_rate`` (Hz),
-            ``channels``, ``bandwidth`` (kbps); missing ones are None.
+            ``channels``, ``bandwidth`` (kbps), and for Mimi/DAC codes ``family`` and ``family_codes``
+            (the family codes file's meta); missing ones are None.
         lengths: int64 ``[batch]`` original lengths in samples, or None.
         frame_lengths: int64 ``[batch]`` code frames per item, or None.
         scales: float32 ``[batch, segments]`` (48 kHz model), or None.
@@ -79,6 +80,12 @@ def source_meta(encoded: Any) -> dict[str, Any]:
         "sample_rate": encoded.sample_rate,
         "channels": encoded.channels,
         "bandwidth": encoded.bandwidth,
+        # Mimi/DAC codes (rvqkit.family_codes): the family and its codes file's meta, to write it back
+        **(
+            {"family": fam, "family_codes": encoded.family_meta}
+            if (fam := getattr(encoded, "family", None))
+            else {}
+        ),
     }
 
 
@@ -186,7 +193,16 @@ def _check_meta(meta: object, what: str) -> tuple[TokenLayout, dict[str, Any]]:
         "sample_rate": rate,
         "channels": src.get("channels") if isinstance(src.get("channels"), int) else None,
         "bandwidth": src.get("bandwidth") if isinstance(src.get("bandwidth"), (int, float)) else None,
+        "family": None,  # EnCodec (files before families have none)
+        "family_codes": None,
     }
+    family, fmeta = src.get("family"), src.get("family_codes")
+    if family is not None:  # checked in full when a family codes file is rebuilt (rvqkit.family_codes)
+        if family not in ("mimi", "dac") or not isinstance(fmeta, dict):
+            raise TokenError(
+                f"{what}: source family must be 'mimi' or 'dac' with its codes facts, got {family!r}"
+            )
+        source["family"], source["family_codes"] = family, fmeta
     return layout, source
 
 
