@@ -5,6 +5,7 @@ one) comes first in each frame where documented, SNAC takes Orpheus's flattening
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import numpy as np
@@ -14,7 +15,7 @@ from test_family_cli import assert_clean_error, cli, codecs, models, wav  # noqa
 
 from rvqkit.family_codes import FamilyCodes, load_family_codes, save_family_codes
 from rvqkit.snac import tokens as snac_tokens
-from rvqkit.tokens import TokenError, TokenLayout
+from rvqkit.tokens import TokenError, TokenLayout, read_tokens
 from rvqkit.tokens.families import (
     FIRST_CODEBOOK_FIRST_PER_FRAME,
     family_detokenize,
@@ -115,7 +116,6 @@ def test_cli_tokens_and_back(models, wav, tmp_path, family, layout):
     code, err = cli("tokens", codes_file, "-l", layout, "--offset", "100", "--begin", "auto", "-o", toks)
     assert code == 0, err
     fc = load_family_codes(codes_file)
-    from rvqkit.tokens import read_tokens
 
     tf = read_tokens(toks)
     assert tf.source["family"] == family and tf.source["model"] == str(models[family])
@@ -150,3 +150,30 @@ def test_cli_snac(models, wav, tmp_path):
     want = snac_tokens.orpheus_flatten([c[None] for c in levels])[0]
     assert out.read_text().split() == [str(i) for i in want.tolist()]
     assert_clean_error(cli("tokens", path, "-l", "orpheus", "-o", tmp_path / "t.npz"), ".txt only")
+
+
+def test_cli_tampered_family_facts(models, wav, tmp_path):
+    codes_file = tmp_path / "codes.npz"
+    assert cli("encode", wav, codes_file, "-m", models["dac"])[0] == 0
+    toks = tmp_path / "t.json"
+    assert cli("tokens", codes_file, "-o", toks)[0] == 0
+    doc = json.loads(toks.read_text())
+    assert doc["source"]["family"] == "dac" and doc["source"]["family_codes"]["n_q"] == doc["layout"]["n_q"]
+    for edit, message in (
+        ({"family": "snac"}, "source family must be 'mimi' or 'dac'"),
+        ({"family_codes": None}, "source family must be 'mimi' or 'dac'"),
+        ({"family_codes": {**doc["source"]["family_codes"], "hop_length": "x"}}, "malformed family codes"),
+        ({"family_codes": {**doc["source"]["family_codes"], "codebook_size": 2}}, "codes"),
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({**doc, "source": {**doc["source"], **edit}}))
+        assert_clean_error(cli("detokenize", bad, tmp_path / "out.npz"), message)
+        assert not (tmp_path / "out.npz").exists()
+    del (
+        doc["source"]["family"],
+        doc["source"]["family_codes"],
+    )  # a file without a family: EnCodec's, as before
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+
+    assert read_tokens(old).source["family"] is None
