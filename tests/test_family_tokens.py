@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 from test_family_cli import assert_clean_error, cli, codecs, models, wav  # noqa: F401 (fixtures)
+from typer.testing import CliRunner
 
+from rvqkit.cli import app
 from rvqkit.family_codes import FamilyCodes, load_family_codes, save_family_codes
 from rvqkit.snac import tokens as snac_tokens
 from rvqkit.tokens import TokenError, TokenLayout, read_tokens
@@ -150,6 +152,11 @@ def test_cli_snac(models, wav, tmp_path):
     want = snac_tokens.orpheus_flatten([c[None] for c in levels])[0]
     assert out.read_text().split() == [str(i) for i in want.tolist()]
     assert_clean_error(cli("tokens", path, "-l", "orpheus", "-o", tmp_path / "t.npz"), ".txt only")
+    res = CliRunner().invoke(app, ["tokens", str(path), "-l", "orpheus", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["family"] == "snac" and doc["ids"] == want.tolist()
+    assert torch.equal(family_detokenize(torch.tensor(doc["ids"]), "snac", "orpheus", 4096)[2], levels[2])
 
 
 def test_cli_tampered_family_facts(models, wav, tmp_path):
