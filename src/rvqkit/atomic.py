@@ -11,7 +11,7 @@ from pathlib import Path
 TMP_MARK = ".tmp-"  # in temporary file names: ``name.tmp-<pid>``
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write through ``write(tmp)`` to a temporary file next to ``path``, fsync it, rename it into place."""
     tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
     try:

@@ -151,7 +151,8 @@ class Encoded:
     def to_bytes(self) -> bytes:
         """The codes file (``.npz``) as bytes."""
         buf = io.BytesIO()
-        np.savez(buf, **self._arrays())
+        arrays: dict[str, Any] = self._arrays()  # numpy's stub reads **arrays as maybe allow_pickle
+        np.savez(buf, **arrays)
         return buf.getvalue()
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -174,7 +175,7 @@ class Encoded:
             raise CodesError(f"{p} exists; pass overwrite=True to replace it")
         if p.is_dir():
             raise CodesError(f"{p} is a folder")
-        arrays = self._arrays()
+        arrays: dict[str, Any] = self._arrays()  # numpy's stub reads **arrays as maybe allow_pickle
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:

@@ -169,6 +169,8 @@ def load_family_model(
         from .snac import HUB_IDS as SNAC_IDS
 
         path = download_from_hub(SNAC_IDS.get(source, source), revision)
+    model: torch.nn.Module  # the family's own model class; FamilyCodec takes any
+    config: object
     if family == "mimi":
         from .mimi import load_mimi
 

@@ -36,7 +36,8 @@ class FamilyCodec:
 
     def __init__(self, model: torch.nn.Module, config: Any, source: str, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        # Any: each subclass calls its own family's model methods (MimiModel, DacModel, SnacModel)
+        self.model: Any = model.to(self.device).eval()
         self.config = config
         self.source = source
 
@@ -71,7 +72,7 @@ class FamilyCodec:
     def prepare(self, audio: AudioInput, sample_rate: int) -> list[torch.Tensor]:
         """User audio to float32 ``[channels, samples]`` items at :attr:`sample_rate`: EnCodec's own
         :meth:`Codec.prepare` (it reads only ``channels`` and ``sample_rate`` from its instance)."""
-        return Codec.prepare(self, audio, sample_rate)  # type: ignore[arg-type]
+        return Codec.prepare(self, audio, sample_rate)  # type: ignore[arg-type]  # duck-typed: reads only channels, sample_rate
 
     def encode(self, audio: AudioInput, sample_rate: int, n_q: int | None = None) -> Codes:
         """Codes of one item ``[samples]`` or ``[channels, samples]`` (numpy or torch, float or integer

@@ -138,7 +138,8 @@ class FamilyCodes:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, **self.arrays())
+        arrays: dict[str, Any] = self.arrays()  # numpy's stub reads **arrays as maybe allow_pickle
+        np.savez(buf, **arrays)
         return buf.getvalue()
 
 
@@ -170,7 +171,7 @@ def save_family_codes(path: str | os.PathLike[str], codes: FamilyCodes, overwrit
         raise CodesError(f"{p} is a folder")
     if os.path.lexists(p) and not overwrite:
         raise CodesError(f"{p} exists; pass overwrite=True to replace it")
-    arrays = codes.arrays()
+    arrays: dict[str, Any] = codes.arrays()  # numpy's stub reads **arrays as maybe allow_pickle
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:

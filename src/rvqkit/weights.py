@@ -364,6 +364,8 @@ def random_weights(name: str = "random-24khz", seed: int = 0) -> LoadedWeights:
         codes, scales = model.encode(x, books.shape[0])
         peak = float(model.decode(codes, scales, x.shape[-1]).abs().max())
         last = model.decoder.layers[-1].conv
+        # the decoder ends in an SConv1d (rvqkit.nn.conv), whose Conv1d has a bias
+        assert isinstance(last, torch.nn.Conv1d) and last.bias is not None
         if peak > 0:
             last.weight.mul_(0.5 / peak)
             last.bias.mul_(0.5 / peak)

@@ -124,10 +124,10 @@ def _audio_files(folder: Path) -> list[Entry]:
             rel = d.relative_to(folder).as_posix() + "/"
             entries.append(Entry(d, rel, error=("unreadable_folder", f"cannot list it ({e.strerror or e})")))
             continue
-        for e in found:
-            path = Path(e.path)
+        for entry in found:
+            path = Path(entry.path)
             try:
-                is_dir = e.is_dir(follow_symlinks=False)
+                is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 is_dir = False
             if is_dir:
@@ -135,7 +135,7 @@ def _audio_files(folder: Path) -> list[Entry]:
                 continue
             if path.suffix.lower() not in AUDIO_SUFFIXES:
                 continue
-            stat, error = stat_file(e.path)
+            stat, error = stat_file(entry.path)
             if error is not None and error[1].startswith("a folder"):
                 continue  # a symbolic link to a folder with an audio suffix: not followed, as rglob
             entries.append(Entry(path, path.relative_to(folder).as_posix(), stat, error))

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,8 @@ from .shards import OutputDir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from ..tokens.patterns import LayoutName
 
 BATCH_ROWS = 256  # rows per read; a row holds n_q x frames int16 codes
 
@@ -152,7 +154,7 @@ def layout_rates(
         if name in own:
             layout, how = TokenLayout.from_settings(own[name]), "as written"
         else:
-            layout, how = TokenLayout(name, n_q, codebook_size), "default"
+            layout, how = TokenLayout(cast("LayoutName", name), n_q, codebook_size), "default"
         per_frame = layout.length(1) - layout.length(0)
         positions = per_frame * frames + layout.length(0) * rows
         streams = layout.n_q if layout.multi_stream else 1
@@ -179,8 +181,8 @@ def corpus_stats(out_dir: str | os.PathLike[str], batch_rows: int = BATCH_ROWS) 
     frames = 0
     reasons: dict[str, int] = {}
     for rec in records:
-        for e in rec["errors"]:
-            reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
+        for err in rec["errors"]:
+            reasons[err["reason"]] = reasons.get(err["reason"], 0) + 1
         if not rec["file"]:
             continue
         path = out.root / rec["file"]
@@ -238,7 +240,8 @@ def stats_figure(stats: CorpusStats) -> Figure:
     from ..plots import _figure
 
     fig = _figure(10, 4.2 + 0.18 * stats.n_q)
-    top, mid, low = fig.subfigures(3, 1, height_ratios=[1.0, 1.0, 0.6 + 0.12 * stats.n_q])
+    # subfigures(3, 1) gives an array of 3; the stub types it as one SubFigure or an array
+    top, mid, low = fig.subfigures(3, 1, height_ratios=[1.0, 1.0, 0.6 + 0.12 * stats.n_q])  # type: ignore[misc]
     ax = top.subplots()
     if len(stats.durations):
         ax.hist(stats.durations, bins=min(60, max(5, len(stats.durations) // 4)), color="tab:blue")

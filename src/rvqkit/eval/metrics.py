@@ -27,6 +27,7 @@ From optional packages (``pip install 'rvqkit[eval]'``), on the channel average:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -164,7 +165,7 @@ def stft_distance(reference: np.ndarray, estimate: np.ndarray, sample_rate: int)
     res = stft_resolutions(sample_rate)
     for n_fft, hop, win in res:
         ym = _of_reference(
-            f"stft{n_fft}", ref, sample_rate, lambda n=n_fft, h=hop, w=win: _magnitude(y, n, h, w)
+            f"stft{n_fft}", ref, sample_rate, functools.partial(_magnitude, y, n_fft, hop, win)
         )
         xm = _magnitude(x, n_fft, hop, win)
         sc = torch.linalg.norm(ym - xm) / torch.linalg.norm(ym)

@@ -39,7 +39,7 @@ TITLES = {
     "visqol": "ViSQOL",
 }
 KEYS = ("codec", "setting", "label", "n_q", "kbps")
-EXTRA_MEANS = ("real_kbps", "ecdc_kbps", "ecdc_lm_kbps", "delay_samples")
+EXTRA_MEANS: tuple[str, ...] = ("real_kbps", "ecdc_kbps", "ecdc_lm_kbps", "delay_samples")
 EXTRA_MEANS += ("steps_per_s_flatten", "steps_per_s_delay", "steps_per_s_parallel")
 DPI = 110
 

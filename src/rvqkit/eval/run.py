@@ -32,11 +32,11 @@ from ..encoded import Encoded
 from ..errors import RvqkitError
 from ..inspector import codebook_usage
 from ..lm import torch_threads
-from ..tokens.patterns import TokenLayout
+from ..tokens.patterns import LayoutName, TokenLayout
 from . import baselines as bl
 from . import metrics as M
 
-LAYOUTS = ("flatten", "delay", "parallel")
+LAYOUTS: tuple[LayoutName, ...] = ("flatten", "delay", "parallel")
 DEFAULT_LM_ITEMS = 3
 DEFAULT_MAX_DELAY_S = 0.05  # delay search range for the aligned metrics, seconds either way
 ITEM_BATCH = 8  # items encoded together (the encoder's LSTM batched across them on CPU)
@@ -202,7 +202,7 @@ def run_eval(
     per_item = sum(len(v) for v in decode_rows.values()) + len(plan)
 
     if isinstance(inputs, Mapping):
-        listed = [(None, Item(i, str(k), "")) for i, k in enumerate(inputs)]
+        listed: list[tuple[Source | None, Item]] = [(None, Item(i, str(k), "")) for i, k in enumerate(inputs)]
         arrays = dict(inputs)
     else:
         listed, arrays = list_inputs(inputs), {}
