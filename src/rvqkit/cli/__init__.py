@@ -163,7 +163,7 @@ def user_errors(fn: F) -> F:
 @contextmanager
 def progress_bar(
     label: str, total_seconds: float | None, unit: str | None = None
-) -> Iterator[Callable[[float], None]]:
+) -> Iterator[Callable[..., None]]:  # update(seconds_done, total=None)
     """A rich progress bar over seconds of audio, with the real-time factor; yields the update callback.
     With ``unit`` (e.g. ``"model passes"``) it counts that instead, without the real-time factor."""
     count = (

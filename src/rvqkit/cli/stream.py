@@ -41,7 +41,7 @@ class CodesFormat(str, Enum):
 
 
 MAX_CHUNK_MS = 5000.0
-_DTYPES = {PcmFormat.s16le: np.dtype("<i2"), PcmFormat.f32le: np.dtype("<f4")}
+_DTYPES: dict[PcmFormat, np.dtype] = {PcmFormat.s16le: np.dtype("<i2"), PcmFormat.f32le: np.dtype("<f4")}
 
 
 def _to_float(raw: bytes, fmt: PcmFormat, channels: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import io
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -44,13 +44,15 @@ from .schemas import EncodedJSON, ErrorResponse, HealthResponse, InfoResponse, L
 from .security import HostOriginGuard
 
 STATIC = Path(__file__).parent / "static"
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad input: unreadable audio or codes, bad parameter."},
     413: {"model": ErrorResponse, "description": "Upload larger or longer than the server accepts."},
     422: {"model": ErrorResponse, "description": "Request does not match the schema."},
     503: {"model": ErrorResponse, "description": "Busy: too many requests waiting; see Retry-After."},
 }
-WAV = {200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}
+WAV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}
+}
 ERROR_KINDS: list[tuple[type[Exception], str]] = [
     (LimitError, "too_large"),
     (AudioError, "bad_audio"),

@@ -134,7 +134,8 @@ class JobQueue:
             job = asyncio.get_running_loop().run_in_executor(self._pool, call)
             gone = asyncio.ensure_future(_disconnected(request))
             try:
-                await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {job, gone}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 cancel.set()
                 raise

@@ -51,7 +51,7 @@ def json_model(codec: Codec, settings: ServerSettings) -> type[EncodedJSON]:
     """:class:`EncodedJSON` with the list lengths this server accepts: rows up to the model's codebooks,
     frames up to what the duration limit allows (validation stops at the first element beyond)."""
     frames = frames_for_length(codec.config, settings.job_samples(codec.sample_rate))
-    return create_model(  # type: ignore[call-overload]
+    return create_model(
         "EncodedJSON",
         __base__=EncodedJSON,
         codes=(code_rows(frames, codec.num_codebooks), Field(description="[n_q][frames] code indices")),

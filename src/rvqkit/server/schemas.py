@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -13,7 +13,7 @@ PcmFormat = Literal["f32le", "s16le"]
 MAX_SAMPLE_RATE = 384_000  # Hz, the highest PCM input rate a stream may declare
 
 
-def code_rows(max_frames: int | None = None, max_rows: int = MAX_CODEBOOKS) -> object:
+def code_rows(max_frames: int | None = None, max_rows: int = MAX_CODEBOOKS) -> Any:  # a type form
     """The type of ``codes``: at most ``max_rows`` rows of at most ``max_frames`` integers.
 
     ``fail_fast`` stops at the first bad element: a flat list of a million numbers where rows are expected
@@ -105,7 +105,7 @@ class EncodedJSON(BaseModel):
     n_q: int = Field(description="codebooks")
     length: int = Field(description="signal length, samples at the model rate")
     frames: int = Field(description="code frames")
-    codes: code_rows() = Field(description="[n_q][frames] code indices")  # type: ignore[valid-type]
+    codes: code_rows() = Field(description="[n_q][frames] code indices")  # type: ignore[valid-type]  # a type built at import
     scales: FloatList | None = Field(default=None, description="48 kHz model: one scale per segment (> 0)")
 
 
@@ -137,7 +137,7 @@ class CodesMessage(BaseModel):
 
     type: Literal["codes"] = "codes"
     start: int = Field(default=0, ge=0, description="index of the first frame here")
-    codes: code_rows() = Field(description="[n_q][frames]")  # type: ignore[valid-type]
+    codes: code_rows() = Field(description="[n_q][frames]")  # type: ignore[valid-type]  # a type built at import (code_rows)
     scales: FloatList | None = Field(default=None, description="48 kHz: one per segment completed here (> 0)")
     segment_frames: IntList = Field(default_factory=list, description="48 kHz: frames of each segment")
 

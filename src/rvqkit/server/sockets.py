@@ -35,9 +35,9 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import soxr
@@ -57,7 +57,7 @@ from .schemas import CodesMessage, ControlMessage, DecodeStart, EncodeStart
 
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_ERROR = 1000, 1008, 1013, 1011
 STEP_SAMPLES = 1920  # a live 24 kHz stream's regular feed: 80 ms, 6 frames (the 48 kHz model ignores it)
-DTYPES = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
+DTYPES: dict[str, np.dtype] = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 INLINE_BYTES = 64 * 1024  # PCM messages up to this size, at the model's rate, convert on the event loop
 THNN_MAX_ROWS = 15  # most rows a 1-thread CPU 1x1 convolution keeps off oneDNN (rows_per_call)
 INLINE_JSON_BYTES = 16 * 1024  # codes messages up to this size are parsed on the event loop
@@ -183,7 +183,7 @@ class _Stream:
                 self.job.push(torch.from_numpy(np.concatenate(items, axis=-1)))
         else:
             for p in items:
-                self.job.push_packet(p)  # type: ignore[attr-defined]
+                self.job.push_packet(p)  # type: ignore[attr-defined]  # decode streams open a DecodeJob
         if end:
             self.job.end()
 
@@ -284,7 +284,7 @@ class StreamHub:
         if s in self.streams:
             self.streams.remove(s)
 
-    def stats(self) -> dict[str, float | int]:
+    def stats(self) -> dict[str, Any]:  # StatsResponse fields: ints and floats
         """Steps so far and, over the last 10 000 steps, step time (ms) and streams per step."""
         secs = np.array([t for t, _ in self.step_log]) * 1000
         per = np.array([n for _, n in self.step_log])
@@ -348,7 +348,7 @@ class StreamHub:
                 results[i] = [e]
         if not ok:
             return results
-        jobs = [work[i][0].job for i in ok]
+        jobs = [cast(Job, work[i][0].job) for i in ok]  # feed() opened each job that took its input
         cap = self.rows_per_call()
         with self.gate.hold(stream=True):  # before any REST job's next piece
             try:
@@ -397,7 +397,7 @@ class Pace:
             )
 
 
-async def _receive(ws: WebSocket, settings: ServerSettings, pace: Pace) -> dict[str, Any]:
+async def _receive(ws: WebSocket, settings: ServerSettings, pace: Pace) -> MutableMapping[str, Any]:
     timeout = pace.timeout()
     try:
         msg = await asyncio.wait_for(ws.receive(), timeout)
@@ -491,7 +491,7 @@ async def _run_stream(
             if t.exception() is not None:
                 for other in (reader, sender):
                     other.cancel()
-                raise t.exception()  # type: ignore[misc]
+                raise t.exception()
         await sender
     finally:
         hub.unregister(s)
@@ -520,7 +520,7 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
             max_samples = settings.max_stream_s * rate
             max_backlog = settings.max_backlog_s * rate
             # frames: code frames sent; samples: model-rate samples queued; frames_in: PCM frames received
-            state = {"carry": b"", "frames": 0, "samples": 0, "frames_in": 0}
+            state: dict[str, Any] = {"carry": b"", "frames": 0, "samples": 0, "frames_in": 0}
             await _send_json(
                 ws,
                 {
@@ -667,7 +667,7 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                 if any(len(r) != frames for r in m.codes):
                     raise StreamClosed("bad_codes", "every codebook row must hold the same number of frames")
                 try:
-                    codes = np.array(m.codes, dtype=np.int64).reshape(n_q, frames)
+                    codes: np.ndarray = np.array(m.codes, dtype=np.int64).reshape(n_q, frames)
                 except OverflowError:
                     codes = np.full(1, -1)
                 if codes.size and (codes.min() < 0 or codes.max() >= codec.codebook_size):
