@@ -38,7 +38,14 @@ from .bitstream import (
     read_header,
     write_ecdc,
 )
-from .chunked import DEFAULT_BLOCK_SECONDS, Progress, _encode_packets, model_length, read_blocks
+from .chunked import (
+    DECODE_BLOCK_FRAMES,
+    DEFAULT_BLOCK_SECONDS,
+    Progress,
+    _encode_packets,
+    model_length,
+    read_blocks,
+)
 from .codec import DEFAULT_BANDWIDTH, AudioInput, Codec
 from .encoded import Encoded
 from .errors import AudioError, WeightsError, os_error
@@ -254,7 +261,7 @@ def decompress_file(
     already_read: bytes = b"",
     overwrite: bool = False,
     progress: Progress | None = None,
-    block_frames: int = 375,
+    block_frames: int = DECODE_BLOCK_FRAMES,
 ) -> int:
     """Decode an ``.ecdc`` stream to the audio file ``out`` (WAV/FLAC) block by block: memory bounded
     whatever its length; the samples are :func:`decompress`'s. ``lm``/``threads`` as in
@@ -330,7 +337,7 @@ def decompress_path(
     threads: int | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-    block_frames: int = 375,
+    block_frames: int = DECODE_BLOCK_FRAMES,
 ) -> tuple[EcdcHeader, int]:
     """:func:`decompress_file` from the ``.ecdc`` file ``input`` (made by ``codec``'s model) to the audio
     file ``output`` (WAV/FLAC, renamed into place when whole; an existing one is kept unless
