@@ -93,6 +93,7 @@ def spectrograms(insp: Inspection) -> Figure:
         ax.set_yticks(ticks, [f"{peaks_hz[i]:.0f}" for i in ticks], fontsize=7)
         ax.set_ylabel("Hz (mel)", fontsize=8)
     axes[-1].set_xlabel("time (s)")
+    assert image is not None  # rows is not empty (mels[0] above)
     fig.colorbar(image, ax=list(axes), label="power (dB)", shrink=0.8)
     return fig
 

@@ -47,7 +47,7 @@ def _tf32_flags() -> list[tuple[Any, str, Any, Any]]:
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     if hasattr(getattr(cudnn, "conv", None), "fp32_precision") and hasattr(matmul, "fp32_precision"):
         return [
-            (cudnn.conv, "fp32_precision", "ieee", "tf32"),
+            (cudnn.conv, "fp32_precision", "ieee", "tf32"),  # type: ignore[attr-defined]  # torch >= 2.9
             (cudnn.rnn, "fp32_precision", "ieee", "tf32"),
             (matmul, "fp32_precision", "ieee", "tf32"),
         ]

@@ -158,7 +158,7 @@ def run_ray(
         return
     # enough blocks that every actor gets work, few enough that per-block overhead stays small
     blocks = max(1, min(len(rows), max(4 * num_actors, len(rows) // ITEMS_PER_CALL), 10_000))
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds: ray.data.Dataset = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = ds.map_batches(
         CodecActor,
         fn_constructor_kwargs={
