@@ -140,8 +140,9 @@ class MimiConfig:
                     f"unsupported Mimi config: codebook_dim {codebook_dim} != "
                     f"vector_quantization_hidden_dimension {vq_dim}"
                 )
-            rope = d.get("rope_parameters") or {}
-            theta = float(rope.get("rope_theta", d.get("rope_theta", 10000.0)))
+            rope: dict[str, Any] = d.get("rope_parameters") or {}
+            theta_default: float = d.get("rope_theta", 10000.0)
+            theta = float(rope.get("rope_theta", theta_default))
             if rope.get("rope_type", "default") != "default":
                 raise WeightsError(f"unsupported Mimi config: rope_type {rope.get('rope_type')!r}")
             sr = int(d.get("sampling_rate", 24000))

@@ -95,12 +95,13 @@ class MimiConv1d(StreamingModule):
 
     def step(self, x: torch.Tensor, state: MimiConvState, final: bool = False) -> torch.Tensor:
         first = state.buffer is None
-        if first:
+        if state.buffer is None:  # first (spelled out so that mypy narrows state.buffer)
             if x.shape[-1] == 0:
                 return empty_like_time(x, self.conv.out_channels)
             state.buffer = _pad(x, self.padding_total, 0, self.pad_mode)  # the left padding, as offline
         elif x.shape[-1]:
             state.buffer = torch.cat([state.buffer, x], dim=-1)
+        assert state.buffer is not None  # set just above, or by an earlier call
         buf, p, s = state.buffer, self.padding_total, self.stride
         if final:
             buf = _pad(buf, 0, -(buf.shape[-1] - p) % s, self.pad_mode)

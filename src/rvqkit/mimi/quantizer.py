@@ -18,6 +18,8 @@ from .config import MimiConfig
 class MimiRVQ(nn.Module):
     """``num_quantizers`` codebooks ``[size, dim]`` on the residual of ``input_proj(latent)``."""
 
+    codebooks: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, cfg: MimiConfig, num_quantizers: int) -> None:
         super().__init__()
         self.num_quantizers = num_quantizers

@@ -63,6 +63,7 @@ def random_mimi(config: MimiConfig, seed: int = 0, fit_seconds: float = 4.0) -> 
             book.copy_(mean + std * torch.randn(book.shape, generator=gen))
             residual = residual - book[torch.cdist(residual, book).argmin(dim=1)]
     last = model.decoder.layers[-1].conv  # scaled so that the decoded audio peaks near 0.5
+    assert isinstance(last, torch.nn.Conv1d) and last.bias is not None  # MimiConv1d: a Conv1d with bias
     codes = model.quantizer.encode(latent, config.num_quantizers)
     last.weight.mul_(0.5 / float(model.decode_latent(model.quantizer.decode(codes)).abs().max()))
     last.bias.zero_()

@@ -51,6 +51,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class MimiRotary(nn.Module):
     """cos/sin tables of the rotary embedding, computed as transformers' ``MimiRotaryEmbedding``."""
 
+    inv_freq: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, cfg: MimiConfig) -> None:
         super().__init__()
         dim = cfg.head_dim
@@ -98,7 +100,7 @@ class MimiAttention(nn.Module):
         if cache is not None:
             if cache.keys is not None:
                 k = torch.cat([cache.keys, k], dim=2)
-                v = torch.cat([cache.values, v], dim=2)  # type: ignore[list-item]
+                v = torch.cat([cache.values, v], dim=2)  # type: ignore[list-item]  # set with keys
             n = min(keep, k.shape[2])
             cache.keys, cache.values = k[:, :, k.shape[2] - n :], v[:, :, v.shape[2] - n :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, is_causal=causal)
