@@ -116,7 +116,7 @@ def decode_chunked(
 
 
 # -- descript's DAC.compress chunking, for comparison -------------------------------------------------------
-def _convs(model: nn.Module) -> list[nn.Module]:
+def _convs(model: nn.Module) -> list[nn.Conv1d | nn.ConvTranspose1d]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
 
 

@@ -22,8 +22,9 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ from ..errors import WeightsError
 from ..weights import check_tensors, sha256_of
 from .config import DacConfig
 from .model import DacModel
-from .quantizer import Distance
+from .quantizer import Distance, VectorQuantize
 
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _PTH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -323,7 +324,7 @@ def random_dac(cfg: DacConfig, seed: int = 0, distance: Distance = "descript") -
         model = DacModel(cfg, distance).eval()
         for m in model.modules():
             if hasattr(m, "alpha"):
-                m.alpha.uniform_(0.5, 1.5)
+                m.alpha.uniform_(0.5, 1.5)  # type: ignore[operator]  # Snake1d.alpha, a Parameter
         sr = cfg.sampling_rate
         t = torch.arange(sr, dtype=torch.float64) / sr
         x = 0.3 * torch.sin(2 * torch.pi * (110.0 + 700.0 * t) * t) + 0.05 * torch.randn(
@@ -331,13 +332,14 @@ def random_dac(cfg: DacConfig, seed: int = 0, distance: Distance = "descript") -
         )
         latents = model.encoder(model.pad_to_frames(x.float()[None, None]))
         residual = latents
-        for q in model.quantizer.quantizers:
+        for q in cast(Iterable[VectorQuantize], model.quantizer.quantizers):  # a ModuleList of these
             z_e = q.in_proj(residual)[0].t()  # [frames, codebook_dim]
             pick = torch.randint(0, z_e.shape[0], (q.codebook.weight.shape[0],))
             q.codebook.weight.copy_(z_e[pick] + 0.3 * z_e.std() * torch.randn_like(q.codebook.weight))
             idx = q.nearest(q.in_proj(residual))
             residual = residual - q.out_proj(q.lookup(idx))
         model.decoder.conv2.weight.mul_(0.1)
+        assert model.decoder.conv2.bias is not None  # nn.Conv1d with the default bias=True
         model.decoder.conv2.bias.mul_(0.1)
     return model.requires_grad_(False)
 

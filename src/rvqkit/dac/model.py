@@ -35,7 +35,7 @@ class ReceptiveField:
     right: int
 
 
-def _conv_layers(module: nn.Module) -> list[nn.Module]:
+def _conv_layers(module: nn.Module) -> list[nn.Conv1d | nn.ConvTranspose1d]:
     return [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
 
 
@@ -49,6 +49,7 @@ def _reach(module: nn.Module) -> tuple[float, float]:
     """
     left = right = 0.0
     for layer in reversed(_conv_layers(module)):
+        assert not isinstance(layer.padding, str)  # DAC pads by integers throughout
         (k,), (s,), (d,), (p,) = layer.kernel_size, layer.stride, layer.dilation, layer.padding
         if isinstance(layer, nn.ConvTranspose1d):
             left, right = (left + k - 1 - p) / s, (right + p) / s

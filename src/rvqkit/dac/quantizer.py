@@ -16,7 +16,7 @@ exactly; ``tests/test_dac_parity.py`` counts where they differ.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -93,7 +93,7 @@ class DacQuantizer(nn.Module):
         residual = z
         codes = []
         for k in range(n_q):
-            q = self.quantizers[k]
+            q = cast(VectorQuantize, self.quantizers[k])
             z_e = q.in_proj(residual)
             idx = q.nearest(z_e, distance)
             codes.append(idx)
@@ -122,8 +122,9 @@ class DacQuantizer(nn.Module):
         codebook order (descript's ``from_codes``, the same roundings)."""
         self.check_codes(codes)
         codes = codes.long()
-        z = self.quantizers[0].out_proj(self.quantizers[0].lookup(codes[:, 0]))
+        q = cast(VectorQuantize, self.quantizers[0])  # the ModuleList holds VectorQuantize
+        z = q.out_proj(q.lookup(codes[:, 0]))
         for k in range(1, codes.shape[1]):
-            q = self.quantizers[k]
+            q = cast(VectorQuantize, self.quantizers[k])
             z.add_(q.out_proj(q.lookup(codes[:, k])))
         return z
