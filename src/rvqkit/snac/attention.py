@@ -20,6 +20,8 @@ class RotaryEmbedding(nn.Module):
     """Rotary frequencies of one window: ``inv_freq = 1 / 10000^(arange(0, d, 2) / d)`` (a buffer, saved in
     snac's state dict as ``rel_pos.inv_freq``)."""
 
+    inv_freq: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim)))

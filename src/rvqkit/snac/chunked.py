@@ -46,6 +46,7 @@ def _conv_context(layers: nn.Module, unit: float) -> tuple[float, float]:
             left, right, unit = left + reach, right + reach, unit / s
         elif isinstance(m, nn.Conv1d):
             k_eff = (m.kernel_size[0] - 1) * m.dilation[0] + 1
+            assert not isinstance(m.padding, str)  # SNAC pads by integers throughout
             p = m.padding[0]
             left, right = left + p * unit, right + (k_eff - 1 - p) * unit
             unit *= m.stride[0]
@@ -58,7 +59,7 @@ def encoder_context(model: SnacModel) -> int:
     left, right = _conv_context(model.encoder, 1.0)
     window = model.config.attn_window_size
     attn = (
-        window * model.config.hop_length
+        window * model.config.hop_length  # type: ignore[operator]  # set whenever there is LocalMHA
         if any(isinstance(m, LocalMHA) for m in model.encoder.modules())
         else 0
     )

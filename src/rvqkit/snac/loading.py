@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -26,6 +28,7 @@ from ..weights import _safetensors_load, _torch_load, check_tensors, download_fr
 from .attention import RotaryEmbedding
 from .config import HUB_IDS, SnacConfig
 from .model import SnacModel
+from .quantizer import VectorQuantize
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 _G = re.compile(r"\.(?:parametrizations\.weight\.original0|weight_g)$")
@@ -218,7 +221,7 @@ def seed_codebooks(model: SnacModel, x: torch.Tensor, seed: int = 0) -> None:
     share one dominant direction (cosine >= 0.75 to their mean, measured on the 24 kHz preset)."""
     g = torch.Generator().manual_seed(seed)
     residual = model.encoder(model.preprocess(x))
-    for q in model.quantizer.quantizers:
+    for q in cast(Iterable[VectorQuantize], model.quantizer.quantizers):  # a ModuleList of these
         pooled = F.avg_pool1d(residual, q.stride, q.stride) if q.stride > 1 else residual
         frames = q.in_proj(pooled)[0].t()  # [T_i, codebook_dim]
         n = q.codebook.weight.shape[0]

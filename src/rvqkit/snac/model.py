@@ -155,6 +155,7 @@ class SnacModel(nn.Module):
             out.append(c.long())
         if batch == 0 or frames == 0:
             raise CodesError("codes are empty")
+        assert frames is not None  # codes holds at least one level (checked above)
         window = cfg.attn_window_size
         if window is not None and frames % window:
             raise CodesError(

@@ -8,6 +8,9 @@ Codes are a list of ``[B, frames / stride_i]`` int64 tensors, coarsest first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -77,7 +80,8 @@ class ResidualVectorQuantize(nn.Module):
     def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
         """Latents ``[B, D, T]``: the sum of the levels' contributions, in order (a prefix of the levels
         decodes the coarse levels alone)."""
-        z_q = self.quantizers[0].decode(codes[0])
-        for quantizer, indices in zip(self.quantizers[1:], codes[1:], strict=False):
+        levels = cast(Sequence[VectorQuantize], self.quantizers)  # a ModuleList of these
+        z_q = levels[0].decode(codes[0])
+        for quantizer, indices in zip(levels[1:], codes[1:], strict=False):
             z_q = z_q + quantizer.decode(indices)
         return z_q
