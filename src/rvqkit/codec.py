@@ -317,7 +317,7 @@ class Codec:
             e, s = self.model.embed_segment(x[..., start:end])
             embs.append(e)
             scales.append(s)
-        return torch.cat(embs, dim=-1), (torch.cat(scales, dim=1) if self.config.normalize else None)  # type: ignore[arg-type]
+        return torch.cat(embs, dim=-1), (torch.cat(scales, dim=1) if self.config.normalize else None)  # type: ignore[arg-type]  # normalize: all set
 
     @model_call
     def quantize(self, embeddings: torch.Tensor, n_q: int | None = None) -> list[LayerStep]:
@@ -402,7 +402,7 @@ def _check_lengths(lengths: object, items: Sequence[np.ndarray]) -> list[int]:
         values = lengths.reshape(-1).tolist()
     else:
         try:
-            values = list(lengths)  # type: ignore[call-overload]
+            values = list(lengths)  # type: ignore[call-overload]  # TypeError caught below
         except TypeError:
             raise AudioError(
                 f"lengths must be a sequence of integers, got {type(lengths).__name__}"

@@ -214,7 +214,7 @@ def compress_file(
             assert packet.scales is not None or not packet.segment_frames
             f0 = 0
             for i, nf in enumerate(packet.segment_frames):
-                writer.begin_segment(float(packet.scales[0, i]))  # type: ignore[index]
+                writer.begin_segment(float(packet.scales[0, i]))  # type: ignore[index]  # 48 kHz: scales set
                 writer.write_frames(packet.codes[0, :, f0 : f0 + nf])
                 f0 += nf
     if samples != length:

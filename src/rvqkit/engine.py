@@ -139,7 +139,7 @@ class DecodeJob(Job):
         first = inputs[0]
         merged = CodePacket(
             to(torch.cat([p.codes for p in inputs])),
-            None if first.scales is None else to(torch.cat([p.scales for p in inputs])),  # type: ignore[misc]
+            None if first.scales is None else to(torch.cat([p.scales for p in inputs])),  # type: ignore[misc]  # all set if the first is
             first.segment_frames,
         )
         audio = model.decode_step(merged, state, final)
@@ -292,11 +292,11 @@ class Engine:
         self.calls += 1
         if len(group) == 1 and pad == 0:
             job = group[0][0]
-            job.out += kind.call(self.model, job.state, inputs, final, self._to_device)  # type: ignore[attr-defined]
+            job.out += kind.call(self.model, job.state, inputs, final, self._to_device)  # type: ignore[attr-defined]  # Job subclasses
             return
         rows = inputs + [inputs[0]] * pad
         stacked = stack_states([job.state for job, _ in group] + [group[0][0].state] * pad)
-        outs = kind.call(self.model, stacked, rows, final, self._to_device)  # type: ignore[attr-defined]
+        outs = kind.call(self.model, stacked, rows, final, self._to_device)  # type: ignore[attr-defined]  # Job subclasses
         for (job, _), st, out in zip(group, split_state(stacked, [1] * len(rows)), outs, strict=False):
             job.state = st
             job.out.append(out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,7 +304,7 @@ def table(rows: list[dict[str, Any]], columns: list) -> tuple[list[str], list[li
     return [c[0] for c in columns], [[fmt(r[key]) for _, key, fmt in columns] for r in rows]
 
 
-def to_markdown(report: dict[str, Any], plots: list[str] = ()) -> str:  # type: ignore[assignment]
+def to_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
     """The report as Markdown: the overview, the per-layer table, the reconstructions, the plots."""
     out = ["# rvqkit inspect", ""]
     out += [f"- **{k}**: {v}" for k, v in overview_rows(report)]

@@ -221,7 +221,7 @@ class EncodecModel(nn.Module):
         state.buffer = buf
         if not codes:
             return CodePacket(x.new_zeros(x.shape[0], state.n_q, 0, dtype=torch.long), None, [])
-        out_scales = torch.cat(scales, dim=1) if self.cfg.normalize else None  # type: ignore[arg-type]
+        out_scales = torch.cat(scales, dim=1) if self.cfg.normalize else None  # type: ignore[arg-type]  # normalize: all set
         return CodePacket(torch.cat(codes, dim=-1), out_scales, frames)
 
     def decode_step(self, packet: CodePacket, state: DecodeState, final: bool = False) -> torch.Tensor:
@@ -265,7 +265,7 @@ class EncodecModel(nn.Module):
         elif end > state.acc.shape[-1]:
             grow = end - state.acc.shape[-1]
             state.acc = torch.cat([state.acc, seg.new_zeros(*seg.shape[:-1], grow)], dim=-1)
-            state.wsum = torch.cat([state.wsum, seg.new_zeros(seg.shape[0], grow)], dim=-1)  # type: ignore[list-item]
+            state.wsum = torch.cat([state.wsum, seg.new_zeros(seg.shape[0], grow)], dim=-1)  # type: ignore[list-item]  # set on the first segment
         assert state.wsum is not None
         state.acc[..., off:end] += weight * seg
         state.wsum[:, off:end] += weight

@@ -115,7 +115,7 @@ class ArithmeticEncoder:
         pad = -self._nbits % 8
         self._emit(0, pad)
         out = self.take_bytes()
-        self.__init__(self.range_bits)  # type: ignore[misc]
+        self.__init__(self.range_bits)  # type: ignore[misc]  # reset in place
         return out
 
 

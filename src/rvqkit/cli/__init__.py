@@ -157,7 +157,7 @@ def user_errors(fn: F) -> F:
                 raise
             fail(f"unexpected {type(e).__name__}: {e} (set RVQKIT_DEBUG=1 for the traceback)")
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 @contextmanager

@@ -371,7 +371,7 @@ def stats_tables(st: Any) -> list[Table]:
         ("tokens/s", "right"),
         ("settings", "left"),
     ):
-        layouts.add_column(name, justify=justify)  # type: ignore[arg-type]
+        layouts.add_column(name, justify=justify)  # type: ignore[arg-type]  # rich JustifyMethod literals
     for r in st.layouts:
         layouts.add_row(
             r.layout,

@@ -112,18 +112,18 @@ def iter_encode(
     if errors:
         yield errors
     good = [it for it in loaded if it.reason is None and it.audio is not None]
-    lengths = [it.audio.shape[-1] for it in good]  # type: ignore[union-attr]
+    lengths = [it.audio.shape[-1] for it in good]  # type: ignore[union-attr]  # good: audio loaded
     n_q = codec.n_q_for(bandwidth)
     for batch in _groups(plan_batches(lengths, max_samples), codec, lstm_batch):
         items = [good[b] for b in batch]
         audio = [it.audio for it in items]
         try:
-            out = _encode_group(codec, audio, n_q, lstm_batch)  # type: ignore[arg-type]
+            out = _encode_group(codec, audio, n_q, lstm_batch)  # type: ignore[arg-type]  # good: audio loaded
         except Exception:  # one failing call must not stop the job; retry item by item
             out = []
             for a in audio:
                 try:
-                    out.extend(_encode_group(codec, [a], n_q, lstm_batch))  # type: ignore[list-item]
+                    out.extend(_encode_group(codec, [a], n_q, lstm_batch))  # type: ignore[list-item]  # loaded
                 except Exception as e:
                     out.append((None, f"{type(e).__name__}: {e}"))
         results = []
@@ -133,7 +133,7 @@ def iter_encode(
                 r.reason, r.message = "encode_failed", str(s)
             else:
                 r.codes, r.scales = c, s
-                r.model_samples = int(it.audio.shape[-1])  # type: ignore[union-attr]
+                r.model_samples = int(it.audio.shape[-1])  # type: ignore[union-attr]  # good: audio loaded
             results.append(r)
         yield results
 

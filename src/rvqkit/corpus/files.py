@@ -56,8 +56,8 @@ def check_listed(path: str, listed: tuple[int, int] | None) -> Problem:
         return problem
     if listed is not None and now != tuple(listed):
         return "changed", (
-            f"the file changed since the job listed it (size {listed[0]} -> {now[0]} bytes, "  # type: ignore[index]
-            f"modified {_when(listed[1])} -> {_when(now[1])}); "  # type: ignore[index]
+            f"the file changed since the job listed it (size {listed[0]} -> {now[0]} bytes, "  # type: ignore[index]  # listed: a stat pair
+            f"modified {_when(listed[1])} -> {_when(now[1])}); "  # type: ignore[index]  # listed: a stat pair
             "start a new job to encode the new version"
         )
     return None

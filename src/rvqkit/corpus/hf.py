@@ -55,8 +55,8 @@ def encode_dataset(
             if not r.ok:
                 raise AudioError(f"row {r.index}: {r.reason} ({r.message})")
         out: dict[str, list] = {
-            codes_column: [r.codes.tolist() for r in results],  # type: ignore[union-attr]
-            "num_frames": [int(r.codes.shape[-1]) for r in results],  # type: ignore[union-attr]
+            codes_column: [r.codes.tolist() for r in results],  # type: ignore[union-attr]  # ok results
+            "num_frames": [int(r.codes.shape[-1]) for r in results],  # type: ignore[union-attr]  # ok results
         }
         if codec.config.normalize:
             out["scales"] = [np.asarray(r.scales).tolist() for r in results]

@@ -27,7 +27,7 @@ from .items import CorpusError
 try:
     import fcntl
 except ImportError:  # not on Windows: the pid-file fallback below
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module or None
 
 LOCK_NAME = ".lock"
 

@@ -85,7 +85,7 @@ class ShardCollector:
         touched = set()
         for r in results:
             if r.ok and self.tokens:
-                r.tokens = {s.column: s.make(r.codes) for s in self.tokens}  # type: ignore[arg-type]
+                r.tokens = {s.column: s.make(r.codes) for s in self.tokens}  # type: ignore[arg-type]  # ok: codes set
             k = self.layout.shard_of(r.index)
             self.pending.setdefault(k, {})[r.index] = r
             touched.add(k)

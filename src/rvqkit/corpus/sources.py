@@ -145,7 +145,7 @@ def _audio_files(folder: Path) -> list[Entry]:
 def _folder_source(folder: Path, entries: list[Entry]) -> Source:
     if not any(x.error is None for x in entries):
         problems = [x for x in entries if x.error is not None]
-        detail = f" ({len(problems)} unusable entries, e.g. {problems[0].rel}: {problems[0].error[1]})"  # type: ignore[index]
+        detail = f" ({len(problems)} unusable entries, e.g. {problems[0].rel}: {problems[0].error[1]})"  # type: ignore[index]  # error set (filtered)
         raise CorpusError(
             f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found" + (detail if problems else "")
         )
