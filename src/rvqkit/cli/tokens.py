@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -124,7 +124,9 @@ def tokens(
     if input.suffix.lower() == ".npz" and is_family_codes_file(input):  # Mimi, DAC or SNAC codes
         from .family_tokens import tokens_of_family_file
 
-        settings = dict(begin=parse_special(begin, "begin"), end=parse_special(end, "end"), pad=pad)
+        settings: dict[str, Any] = dict(
+            begin=parse_special(begin, "begin"), end=parse_special(end, "end"), pad=pad
+        )
         settings.update(delay_pad=parse_ids(delay_pad, "delay-pad"), shift=shift)
         return tokens_of_family_file(input, out, json_out, layout, n_q, offset, **settings)
     if input.suffix.lower() == ".npz":
