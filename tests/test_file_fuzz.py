@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bitstream.test_ecdc_fuzz import _mutations, mutate  # tests/bitstream/
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_ecdc_fuzz import _mutations, mutate
 
 from rvqkit.bitstream import write_ecdc
 from rvqkit.config import ENCODEC_24KHZ, PRESETS

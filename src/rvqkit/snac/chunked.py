@@ -57,9 +57,10 @@ def encoder_context(model: SnacModel) -> int:
     """Samples of signal on either side that a code frame's value can depend on (an upper bound): the
     encoder's convolutions, plus one attention window when there is attention."""
     left, right = _conv_context(model.encoder, 1.0)
-    window = model.config.attn_window_size
+    # The encoder has LocalMHA exactly when attn_window_size is set (None: no attention, SnacConfig).
+    window = model.config.attn_window_size or 0
     attn = (
-        window * model.config.hop_length  # type: ignore[operator]  # set whenever there is LocalMHA
+        window * model.config.hop_length
         if any(isinstance(m, LocalMHA) for m in model.encoder.modules())
         else 0
     )

@@ -326,7 +326,7 @@ def test_docs_example_runs(hf_24k, tmp_path):
     import soundfile as sf
     from conftest import make_signal
 
-    doc = Path(__file__).parents[1] / "docs" / "tokens.md"
+    doc = Path(__file__).parents[2] / "docs" / "tokens.md"
     if not doc.exists():
         pytest.skip("docs/tokens.md is not in this checkout")
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)

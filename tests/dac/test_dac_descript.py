@@ -22,7 +22,9 @@ import torch
 from rvqkit.dac import encode_like_dac_compress, load_dac, random_dac, save_dac_pth
 from rvqkit.dac.config import DAC_44KHZ_16KBPS
 
-if importlib.util.find_spec("dac") is None:
+# (tests/dac, this folder, is a namespace package "dac" on the test path: only a real package counts)
+_spec = importlib.util.find_spec("dac")
+if _spec is None or _spec.origin is None:
     pytest.skip(
         "descript-audio-codec is not installed: descript-audiotools 0.7.2 pins protobuf<3.20 and imports "
         "torchaudio (which does not load with torch 2.13); see docs/dac.md for the venv these tests run in",
@@ -32,7 +34,7 @@ try:
     import torchaudio  # noqa: F401
 except Exception:  # audiotools imports it at import time; the stand-in in tests/stubs serves
     sys.modules.pop("torchaudio", None)
-    sys.path.insert(0, str(Path(__file__).parent / "stubs"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "stubs"))
 import dac  # noqa: E402
 from audiotools import AudioSignal  # noqa: E402
 from test_dac_parity import SMALL_16K, SMALL_44K, signal  # noqa: E402

@@ -93,4 +93,8 @@ def test_lm_stream_that_cannot_be_decoded_names_threads():
     with pytest.raises(BitstreamError) as info:
         read_ecdc(io.BytesIO(data[: len(data) // 2]), lm=lm)
     msg = str(info.value)
-    assert f"on {torch.get_num_threads()} threads" in msg and "--threads" in msg, msg
+    assert f"on {torch.get_num_threads()} threads" in msg and "threads=N" in msg, msg
+    # the command line names its flag instead of the library parameter
+    from rvqkit.cli.messages import cli_message
+
+    assert "--threads N" in cli_message(msg) and "threads=N" not in cli_message(msg)

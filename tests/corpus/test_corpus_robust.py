@@ -26,7 +26,7 @@ from rvqkit.corpus.lock import LOCK_NAME, JobLock
 from rvqkit.corpus.shards import OutputDir, ShardLayout
 
 pytest.importorskip("pyarrow")
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(scope="module")
