@@ -51,6 +51,21 @@ def test_chunked_encode_equals_offline(codec, long_wav):
         assert torch.equal(chunked.scales, offline.scales)
 
 
+def test_int16_codes_save_the_same_file(codec, long_wav, tmp_path):
+    """``codes_dtype=torch.int16`` (what ``rvqkit encode`` keeps in memory) writes the same codes file."""
+    from rvqkit import Encoded
+
+    wide = encode_file(codec, long_wav, 6.0, block_seconds=1.0)
+    narrow = encode_file(codec, long_wav, 6.0, block_seconds=1.0, codes_dtype=torch.int16)
+    assert narrow.codes.dtype == torch.int16 and torch.equal(narrow.codes.long(), wide.codes)
+    wide.save(tmp_path / "wide.npz")
+    narrow.save(tmp_path / "narrow.npz")
+    a, b = Encoded.load(tmp_path / "wide.npz"), Encoded.load(tmp_path / "narrow.npz")
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.lengths, b.lengths)
+    with pytest.raises(ValueError, match="codes_dtype"):
+        encode_file(codec, long_wav, 6.0, codes_dtype=torch.int32)
+
+
 def test_chunked_decode_and_roundtrip_equal_offline(codec, long_wav, tmp_path):
     offline = _offline(codec, long_wav)
     ref = codec.decode(offline)[0].numpy()

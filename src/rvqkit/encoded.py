@@ -98,7 +98,7 @@ class Encoded:
 
     Attributes:
         codes: int64 ``[batch, n_q, frames]``; items shorter than the longest are zero-padded past
-            ``frame_lengths``.
+            ``frame_lengths``. (int16 only from ``encode_file(codes_dtype=torch.int16)``, to be saved.)
         scales: float ``[batch, segments]`` per-segment RMS scales (48 kHz model), else None.
         lengths: int64 ``[batch]`` original lengths in samples at ``sample_rate``.
         frame_lengths: int64 ``[batch]`` valid code frames per item.
@@ -157,7 +157,7 @@ class Encoded:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {
-            "codes": self.codes.cpu().numpy().astype(np.int16),
+            "codes": self.codes.cpu().numpy().astype(np.int16, copy=False),  # no copy when int16 already
             "lengths": self.lengths.cpu().numpy().astype(np.int64),
             "frame_lengths": self.frame_lengths.cpu().numpy().astype(np.int64),
             "meta": np.frombuffer(json.dumps(self.meta()).encode(), dtype=np.uint8),

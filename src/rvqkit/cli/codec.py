@@ -113,6 +113,8 @@ def encode(
     """Encode an audio file to RVQ codes saved with their metadata (any length, bounded memory).
 
     Mimi, DAC and SNAC models: files up to 10 minutes, read whole; all codebooks unless -b is given."""
+    import torch
+
     from ..chunked import encode_file
     from .family import encode_family, model_family, option_given
 
@@ -124,7 +126,8 @@ def encode(
     codec = load_codec(model, device)
     codec.n_q_for(bandwidth)
     with progress_bar(f"encode {bandwidth:g} kbps", seconds) as update:
-        encoded = encode_file(codec, input, bandwidth, progress=update)
+        # int16 codes: the file's dtype, a quarter of int64's memory on long files
+        encoded = encode_file(codec, input, bandwidth, progress=update, codes_dtype=torch.int16)
     encoded.save(output, overwrite=overwrite)
     err.print(
         f"wrote {escape(str(output))}: {encoded.n_q} codebooks x {int(encoded.frame_lengths[0])} frames ({codec.name})"
