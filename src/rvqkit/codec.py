@@ -143,10 +143,10 @@ class Codec:
         else:
             try:
                 items = list(audio)
-            except TypeError:
+            except TypeError as e:
                 raise AudioError(
                     f"audio must be an array, a tensor or a list of them, got {type(audio).__name__}"
-                ) from None
+                ) from e
         if not items:
             raise AudioError("empty batch: no audio items given")
         arrays = [_as_numpy(it) for it in items]
@@ -403,10 +403,10 @@ def _check_lengths(lengths: object, items: Sequence[np.ndarray]) -> list[int]:
     else:
         try:
             values = list(lengths)  # type: ignore[call-overload]  # TypeError caught below
-        except TypeError:
+        except TypeError as e:
             raise AudioError(
                 f"lengths must be a sequence of integers, got {type(lengths).__name__}"
-            ) from None
+            ) from e
     if len(values) != len(items):
         raise AudioError(f"{len(values)} lengths given for {len(items)} items")
     out = []
@@ -434,7 +434,7 @@ def _as_numpy(item: object) -> np.ndarray:
         try:
             x = np.asarray(item)
         except (TypeError, ValueError) as e:  # ragged nested lists ...
-            raise AudioError(f"audio items must be arrays of samples ({e})") from None
+            raise AudioError(f"audio items must be arrays of samples ({e})") from e
     if x.ndim == 0:
         raise AudioError("audio items must be [samples] or [channels, samples], got a 0-d value")
     if x.dtype.kind not in "iuf":

@@ -79,8 +79,8 @@ class CodecConfig:
         valid = ", ".join(f"{b:g}" for b in self.target_bandwidths)
         try:
             bw = float(bandwidth)
-        except (TypeError, ValueError):
-            raise BandwidthError(f"bandwidth must be a number in kbps, one of: {valid}") from None
+        except (TypeError, ValueError) as e:
+            raise BandwidthError(f"bandwidth must be a number in kbps, one of: {valid}") from e
         if not any(math.isclose(bw, b) for b in self.target_bandwidths):
             raise BandwidthError(
                 f"{self.name} has no {bw:g} kbps bandwidth; valid bandwidths (kbps): {valid}"

@@ -184,7 +184,7 @@ class Encoded:
         try:
             write_atomic(p, write)
         except OSError as e:
-            raise CodesError(f"{p}: cannot write the codes file ({e.strerror or e})") from None
+            raise CodesError(f"{p}: cannot write the codes file ({e.strerror or e})") from e
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, max_samples: int | None = None) -> Encoded:

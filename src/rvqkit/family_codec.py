@@ -116,8 +116,8 @@ def _code_matrix(codes: object) -> torch.Tensor:
     if not isinstance(codes, torch.Tensor):
         try:
             codes = torch.as_tensor(codes)
-        except (TypeError, ValueError, RuntimeError):
-            raise CodesError(f"codes must be a tensor [n_q, frames], got {type(codes).__name__}") from None
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise CodesError(f"codes must be a tensor [n_q, frames], got {type(codes).__name__}") from e
     if codes.ndim != 2:
         raise CodesError(f"codes must be a tensor [n_q, frames] (one item), got shape {tuple(codes.shape)}")
     return codes[None]

@@ -180,7 +180,7 @@ def save_family_codes(path: str | os.PathLike[str], codes: FamilyCodes, overwrit
     try:
         write_atomic(p, write)
     except OSError as e:
-        raise CodesError(f"{p}: cannot write the codes file ({e.strerror or e})") from None
+        raise CodesError(f"{p}: cannot write the codes file ({e.strerror or e})") from e
 
 
 def is_family_codes_file(path: str | os.PathLike[str]) -> bool:

@@ -211,8 +211,8 @@ def lm_checkpoint_name(model_name: str) -> str:
     """Meta's LM file name for a codec (``encodec_24khz`` → ``encodec_lm_24khz-1608e3c0.th``)."""
     try:
         return LM_CHECKPOINTS[model_name]
-    except KeyError:
-        raise WeightsError(f"no entropy-coding LM is known for model {model_name!r}") from None
+    except KeyError as e:
+        raise WeightsError(f"no entropy-coding LM is known for model {model_name!r}") from e
 
 
 def load_lm(path: str | os.PathLike[str], model_name: str | None = None) -> EntropyLM:
@@ -234,7 +234,7 @@ def load_lm(path: str | os.PathLike[str], model_name: str | None = None) -> Entr
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncation, non-tensor content refused by weights_only
-        raise WeightsError(f"cannot read LM weights from {p}: {e}") from None
+        raise WeightsError(f"cannot read LM weights from {p}: {e}") from e
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):

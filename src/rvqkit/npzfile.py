@@ -93,14 +93,14 @@ class NpzReader:
             except BaseException:
                 fileobj.close()
                 raise
-        except FileNotFoundError:
-            raise error(f"{what}: no such file") from None
-        except IsADirectoryError:
-            raise error(f"{what}: is a folder, not a file") from None
+        except FileNotFoundError as e:
+            raise error(f"{what}: no such file") from e
+        except IsADirectoryError as e:
+            raise error(f"{what}: is a folder, not a file") from e
         except RvqkitError:
             raise
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
-            raise error(f"{what}: not a readable .npz file ({type(e).__name__}: {e})") from None
+            raise error(f"{what}: not a readable .npz file ({type(e).__name__}: {e})") from e
         try:
             self.members = self._read_headers(required, optional, kinds)
         except BaseException:
@@ -174,7 +174,7 @@ class NpzReader:
         except Exception as e:  # ValueError (bad header), zipfile.BadZipFile, zlib.error, EOFError ...
             raise self.fail(
                 f"member {name!r} is not a readable .npy array ({type(e).__name__}: {e})"
-            ) from None
+            ) from e
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
             raise self.fail(f"member {name!r} has dtype {dtype}; plain numbers expected (no pickled objects)")
         if kinds is not None and dtype.kind not in kinds:
@@ -203,7 +203,7 @@ class NpzReader:
         try:
             return json.loads(self.read(name).tobytes().decode())
         except (UnicodeDecodeError, ValueError) as e:
-            raise self.fail(f"{what} ({e})") from None
+            raise self.fail(f"{what} ({e})") from e
 
     def read(self, name: str) -> np.ndarray:
         """The member's array (native byte order), reading exactly the bytes its header declared."""
@@ -213,7 +213,7 @@ class NpzReader:
                 f.read(m.header_size)
                 data = f.read(m.nbytes)
         except Exception as e:  # bad CRC, truncated deflate stream ...
-            raise self.fail(f"member {name!r} is damaged ({type(e).__name__}: {e})") from None
+            raise self.fail(f"member {name!r} is damaged ({type(e).__name__}: {e})") from e
         if len(data) != m.nbytes:
             raise self.fail(f"member {name!r} is truncated")
         a = np.frombuffer(data, dtype=m.dtype)

@@ -28,8 +28,8 @@ DPI = 110
 def _figure(width: float, height: float) -> Figure:
     try:
         from matplotlib.figure import Figure
-    except ImportError:
-        raise RvqkitError("plots need matplotlib: pip install 'rvqkit[plot]'") from None
+    except ImportError as e:
+        raise RvqkitError("plots need matplotlib: pip install 'rvqkit[plot]'") from e
     return Figure(figsize=(width, height), layout="constrained")
 
 

@@ -60,7 +60,7 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncation, non-tensor content refused by weights_only
-        raise WeightsError(f"cannot read weights from {path}: {e}") from None
+        raise WeightsError(f"cannot read weights from {path}: {e}") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -74,7 +74,7 @@ def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as e:
-        raise WeightsError(f"cannot read weights from {path}: {e}") from None
+        raise WeightsError(f"cannot read weights from {path}: {e}") from e
 
 
 # -- key translation ---------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def load_hf_folder(folder: Path) -> LoadedWeights:
     try:
         cfg_dict = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as e:
-        raise WeightsError(f"cannot parse {cfg_path}: {e}") from None
+        raise WeightsError(f"cannot parse {cfg_path}: {e}") from e
     config = CodecConfig.from_hf_dict(cfg_dict)
     for name in _HF_WEIGHT_FILES:
         wpath = folder / name
@@ -279,7 +279,7 @@ def _probe_hub(repo_id: str, revision: str | None) -> None:
         raise WeightsError(
             f"{repo_id} is not in the Hugging Face cache and the hub ({constants.ENDPOINT}) cannot be "
             f"reached ({why}). To get the weights: {offline_help(repo_id)}"
-        ) from None
+        ) from e
 
 
 def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
@@ -303,13 +303,13 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
     _probe_hub(repo_id, revision)
     try:
         cfg = hf_hub_download(repo_id, "config.json", revision=revision)
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError as e:
         raise WeightsError(
             f"{repo_id} is not in the Hugging Face cache and cannot be downloaded. "
             f"To get the weights: {offline_help(repo_id)}"
-        ) from None
+        ) from e
     except (HfHubHTTPError, OSError, ValueError) as e:
-        raise WeightsError(f"cannot fetch {repo_id} from the Hugging Face hub: {e}") from None
+        raise WeightsError(f"cannot fetch {repo_id} from the Hugging Face hub: {e}") from e
     for name in _HF_WEIGHT_FILES:
         try:
             hf_hub_download(repo_id, name, revision=revision)
@@ -317,7 +317,7 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
         except (EntryNotFoundError, LocalEntryNotFoundError):
             continue
         except (HfHubHTTPError, OSError, ValueError) as e:
-            raise WeightsError(f"cannot fetch {name} of {repo_id}: {e}") from None
+            raise WeightsError(f"cannot fetch {name} of {repo_id}: {e}") from e
     raise WeightsError(f"{repo_id} has no {' or '.join(_HF_WEIGHT_FILES)}")
 
 

@@ -91,10 +91,10 @@ class EcdcWriter:
         if live:
             try:
                 self._header_at = fileobj.tell()
-            except (OSError, AttributeError):
+            except (OSError, AttributeError) as e:
                 raise BitstreamError(
                     "a live .ecdc stream (length not known yet) needs a seekable file"
-                ) from None
+                ) from e
         self.fo.write(self.header.to_bytes(live=live))
         self._plan = self.header.segment_frames()
         self._segment = -1
@@ -429,7 +429,7 @@ def _read_chunks(fileobj: IO[bytes]) -> Iterator[bytes]:
         try:
             data = fileobj.read(READ_CHUNK)
         except OSError as e:
-            raise BitstreamError(f"cannot read the .ecdc stream: {e}") from None
+            raise BitstreamError(f"cannot read the .ecdc stream: {e}") from e
         if not data:
             return
         yield data
@@ -449,7 +449,7 @@ def _read_exact(fileobj: IO[bytes], n: int) -> bytes:
         try:
             data = fileobj.read(min(n - len(buf), READ_CHUNK))
         except OSError as e:
-            raise BitstreamError(f"cannot read the .ecdc stream: {e}") from None
+            raise BitstreamError(f"cannot read the .ecdc stream: {e}") from e
         if not data:
             raise BitstreamError("truncated .ecdc file (the header is incomplete)")
         buf += data
@@ -501,7 +501,7 @@ def follow_ecdc(
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
-        raise BitstreamError(f"cannot open {path}: {e.strerror}") from None
+        raise BitstreamError(f"cannot open {path}: {e.strerror}") from e
     with f:
         idle = 0.0
         while not reader.done:

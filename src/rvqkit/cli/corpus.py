@@ -54,7 +54,7 @@ def _corpus():
 
         raise RvqkitError(
             f"corpus commands need pyarrow and datasets: pip install 'rvqkit[corpus]' ({e})"
-        ) from None
+        ) from e
     return corpus
 
 

@@ -39,8 +39,8 @@ def parse_list(text: str | None, kind: type, what: str) -> list | None:
         return None
     try:
         return [kind(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise RvqkitError(f"{what} takes a comma-separated list like 1,2,4; got {text!r}") from None
+    except ValueError as e:
+        raise RvqkitError(f"{what} takes a comma-separated list like 1,2,4; got {text!r}") from e
 
 
 @app.command("eval")

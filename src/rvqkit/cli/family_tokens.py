@@ -124,7 +124,7 @@ def detokenize_to_family_file(
             model=str(m["model"]),
         )
     except (KeyError, TypeError, ValueError) as e:
-        raise RvqkitError(f"{input}: malformed family codes facts ({type(e).__name__}: {e})") from None
+        raise RvqkitError(f"{input}: malformed family codes facts ({type(e).__name__}: {e})") from e
     fc = load_family_codes_bytes(fc.to_bytes(), what=str(input))  # every field checked as a codes file
     save_family_codes(output, fc, overwrite=True)
     err.print(f"wrote {output} ({fc.family}, {fc.n_q} codebooks x {frames} frames)", highlight=False)

@@ -111,7 +111,7 @@ def serve(
         from ..server import ServerSettings, create_app
         from ..server.security import trusted_hosts_for
     except ImportError as e:
-        raise RvqkitError(f"the server needs its extra: pip install 'rvqkit[server]' ({e})") from None
+        raise RvqkitError(f"the server needs its extra: pip install 'rvqkit[server]' ({e})") from e
     settings = ServerSettings(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_duration_s=max_duration,

@@ -49,8 +49,8 @@ def parse_special(text: str | None, name: str) -> bool | int:
         return True
     try:
         return int(text)
-    except ValueError:
-        raise RvqkitError(f"--{name} takes 'auto' or a token id, got {text!r}") from None
+    except ValueError as e:
+        raise RvqkitError(f"--{name} takes 'auto' or a token id, got {text!r}") from e
 
 
 def parse_ids(text: str | None, name: str) -> int | list[int] | None:
@@ -58,8 +58,8 @@ def parse_ids(text: str | None, name: str) -> int | list[int] | None:
         return None
     try:
         ids = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise RvqkitError(f"--{name} takes a token id or comma-separated ids, got {text!r}") from None
+    except ValueError as e:
+        raise RvqkitError(f"--{name} takes a token id or comma-separated ids, got {text!r}") from e
     return ids[0] if len(ids) == 1 else ids
 
 

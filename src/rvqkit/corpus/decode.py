@@ -40,7 +40,7 @@ def locate(source: str | os.PathLike[str]) -> tuple[list[Path], dict[str, Any] |
         try:
             manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise CorpusError(f"{root / MANIFEST}: unreadable ({e})") from None
+            raise CorpusError(f"{root / MANIFEST}: unreadable ({e})") from e
     return files, manifest
 
 
@@ -55,7 +55,7 @@ def _open_shard(f: Path) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(f)
     except (OSError, pa.ArrowException) as e:
-        raise CorpusError(f"{f}: not a readable Parquet shard ({e})") from None
+        raise CorpusError(f"{f}: not a readable Parquet shard ({e})") from e
     names = pf.schema_arrow.names
     has_codes = "codes" in names or any(c.startswith("tokens_") for c in names)
     if "id" not in names or not has_codes:

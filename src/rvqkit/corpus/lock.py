@@ -76,12 +76,12 @@ class JobLock:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     locked = True
-                except BlockingIOError:
+                except BlockingIOError as e:
                     info = self._read() or {}
                     raise CorpusError(
                         f"{self.path.parent} is in use by another rvqkit corpus job ({_holder_text(info)}); "
                         f"wait for it to finish or stop it (lock file {self.path})"
-                    ) from None
+                    ) from e
                 except OSError:  # no flock on this file system
                     locked = False
             else:

@@ -158,10 +158,10 @@ def iter_loaded(
             submit()
             try:
                 yield fut.result()
-            except BrokenProcessPool:
+            except BrokenProcessPool as e:
                 raise CorpusError(
                     "an audio decoding worker died (out of memory?); re-run the same command to resume"
-                ) from None
+                ) from e
 
 
 def run_local(

@@ -125,8 +125,8 @@ def run_ray(
     try:
         import ray
         import ray.data
-    except ImportError:
-        raise CorpusError("engine='ray' needs Ray: pip install 'rvqkit[ray]'") from None
+    except ImportError as e:
+        raise CorpusError("engine='ray' needs Ray: pip install 'rvqkit[ray]'") from e
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()

@@ -180,7 +180,7 @@ class OutputDir:
         try:
             return json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise CorpusError(f"{self.manifest_path}: unreadable ({e})") from None
+            raise CorpusError(f"{self.manifest_path}: unreadable ({e})") from e
 
     def prepare(self, job: CorpusJob, overwrite: bool) -> None:
         """Create the folder for ``job`` or check that it holds the same job (to resume it).

@@ -120,7 +120,7 @@ def _audio_files(folder: Path) -> list[Entry]:
                 found = list(it)
         except OSError as e:
             if d == folder:
-                raise CorpusError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+                raise CorpusError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
             rel = d.relative_to(folder).as_posix() + "/"
             entries.append(Entry(d, rel, error=("unreadable_folder", f"cannot list it ({e.strerror or e})")))
             continue
@@ -172,13 +172,13 @@ def _read_manifest_rows(path: Path) -> list[dict[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise CorpusError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                    raise CorpusError(f"{path}:{n}: not valid JSON ({e.msg})") from e
                 if not isinstance(row, dict):
                     raise CorpusError(f"{path}:{n}: each line must be a JSON object")
                 rows.append(row)
         return rows
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise CorpusError(f"{path}: cannot read manifest ({e})") from None
+        raise CorpusError(f"{path}: cannot read manifest ({e})") from e
 
 
 def _manifest_source(path: Path) -> Source:
@@ -210,10 +210,10 @@ def _manifest_source(path: Path) -> Source:
 def _datasets():
     try:
         import datasets
-    except ImportError:
+    except ImportError as e:
         raise CorpusError(
             "reading a datasets source needs the 'datasets' package: pip install 'rvqkit[corpus]'"
-        ) from None
+        ) from e
     return datasets
 
 
@@ -239,7 +239,7 @@ def _load_from_disk(path: Path, split: str | None) -> Any:
     try:
         obj = datasets.load_from_disk(str(path))
     except Exception as e:  # FileNotFoundError, ValueError, arrow errors
-        raise CorpusError(f"{path}: cannot load the saved dataset ({e})") from None
+        raise CorpusError(f"{path}: cannot load the saved dataset ({e})") from e
     return _pick_split(obj, split, str(path))
 
 
@@ -248,7 +248,7 @@ def _load_parquet(files: list[Path], split: str | None) -> Any:
     try:
         return datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
     except Exception as e:
-        raise CorpusError(f"cannot load Parquet files {files[0]} ...: {e}") from None
+        raise CorpusError(f"cannot load Parquet files {files[0]} ...: {e}") from e
 
 
 def _load_hub(name: str, split: str | None) -> Any:
@@ -256,7 +256,7 @@ def _load_hub(name: str, split: str | None) -> Any:
     try:
         obj = datasets.load_dataset(name, split=split)
     except Exception as e:  # network, missing dataset, missing split
-        raise CorpusError(f"cannot load dataset {name!r}: {e}") from None
+        raise CorpusError(f"cannot load dataset {name!r}: {e}") from e
     return _pick_split(obj, split, name)
 
 

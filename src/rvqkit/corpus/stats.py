@@ -174,7 +174,7 @@ def corpus_stats(out_dir: str | os.PathLike[str], batch_rows: int = BATCH_ROWS) 
         frame_rate = float(manifest["model"]["frame_rate"])
         num_shards = int(manifest["num_shards"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CorpusError(f"{out.manifest_path}: malformed manifest ({e})") from None
+        raise CorpusError(f"{out.manifest_path}: malformed manifest ({e})") from e
     records = [rec for k in range(num_shards) if (rec := out.read_record(k)) is not None]
     hist = np.zeros((n_q, size), dtype=np.int64)
     durations: list[np.ndarray] = []
@@ -189,7 +189,7 @@ def corpus_stats(out_dir: str | os.PathLike[str], batch_rows: int = BATCH_ROWS) 
         try:
             pf = pq.ParquetFile(path)
         except (OSError, pa.ArrowException) as e:
-            raise CorpusError(f"{path}: not a readable Parquet shard ({e})") from None
+            raise CorpusError(f"{path}: not a readable Parquet shard ({e})") from e
         names = pf.schema_arrow.names
         token_column, from_tokens = (None, None) if "codes" in names else _token_reader(manifest)
         columns = ["duration", "num_frames", token_column or "codes"]

@@ -63,7 +63,7 @@ def token_columns(
             else:
                 raise CorpusError(f"unknown token layout {entry!r}; layouts: {', '.join(LAYOUTS)}")
         except TokenError as e:
-            raise CorpusError(f"token layout {entry}: {e}") from None
+            raise CorpusError(f"token layout {entry}: {e}") from e
         if layout.n_q > n_q:
             raise CorpusError(
                 f"the {layout.layout} layout takes {layout.n_q} codebooks; the codes hold {n_q}"

@@ -162,7 +162,7 @@ class DacConfig:
                 codebook_dim=_codebook_dim(cfg.get("codebook_dim", 8)),
             )
         except TypeError as e:
-            raise WeightsError(f"config.json has a field of the wrong type: {e}") from None
+            raise WeightsError(f"config.json has a field of the wrong type: {e}") from e
 
     def to_hf_config(self) -> dict[str, Any]:
         """The ``config.json`` ``transformers.DacModel.save_pretrained`` writes for this model.

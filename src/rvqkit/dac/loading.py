@@ -136,7 +136,7 @@ def _read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncation, not a torch file, objects weights_only refuses to unpickle
-        raise WeightsError(f"cannot read DAC weights from {path}: {type(e).__name__}: {e}") from None
+        raise WeightsError(f"cannot read DAC weights from {path}: {type(e).__name__}: {e}") from e
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise WeightsError(
             f"{path} is not a DAC .pth: expected a dict with 'state_dict' and 'metadata' (descript's format)"
@@ -167,10 +167,10 @@ def _read_hf_config(folder: Path) -> dict[str, Any]:
     cfg_path = folder / "config.json"
     try:
         cfg = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"{folder} has no config.json (expected a transformers DAC folder)") from None
+    except FileNotFoundError as e:
+        raise WeightsError(f"{folder} has no config.json (expected a transformers DAC folder)") from e
     except (OSError, ValueError) as e:
-        raise WeightsError(f"cannot parse {cfg_path}: {e}") from None
+        raise WeightsError(f"cannot parse {cfg_path}: {e}") from e
     if not isinstance(cfg, dict):
         raise WeightsError(f"{cfg_path} does not hold a JSON object")
     return cfg
@@ -202,14 +202,14 @@ def _safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"cannot read DAC weights from {path}: {e}") from None
+        raise WeightsError(f"cannot read DAC weights from {path}: {e}") from e
 
 
 def _torch_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"cannot read DAC weights from {path}: {type(e).__name__}: {e}") from None
+        raise WeightsError(f"cannot read DAC weights from {path}: {type(e).__name__}: {e}") from e
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path} does not hold a state dict of tensors")
     return obj

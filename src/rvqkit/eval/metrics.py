@@ -220,7 +220,7 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> fl
     try:
         return float(pesq(PESQ_RATE, r, e, "wb"))
     except Exception as ex:  # pesq's NoUtterancesError, BufferTooShortError ...
-        raise MetricSkipped(f"PESQ failed: {type(ex).__name__} {ex}".strip()) from None
+        raise MetricSkipped(f"PESQ failed: {type(ex).__name__} {ex}".strip()) from ex
 
 
 def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:

@@ -242,11 +242,11 @@ def run_eval(
             for f in finished:
                 try:
                     value = f.result()
-                except BrokenProcessPool:
+                except BrokenProcessPool as e:
                     raise EvalError(
                         "a metric worker process died (out of memory? or, from a script, the pool needs "
                         "the main module guarded by `if __name__ == '__main__':`; workers=0 runs in-process)"
-                    ) from None
+                    ) from e
                 pending.pop(f)(value)
 
     def submit(fn: Callable, args: tuple, then: Callable[[Any], None]) -> None:

@@ -180,7 +180,7 @@ class MimiConfig:
                 sliding_window=int(d.get("sliding_window", 250)),
             )
         except (TypeError, ValueError) as e:
-            raise WeightsError(f"malformed Mimi config.json: {e}") from None
+            raise WeightsError(f"malformed Mimi config.json: {e}") from e
 
     @classmethod
     def from_moshi_config(cls, d: dict[str, Any]) -> MimiConfig:
@@ -236,7 +236,7 @@ class MimiConfig:
                 sliding_window=int(tr["context"]),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise WeightsError(f"malformed moshi Mimi config: {type(e).__name__} {e}") from None
+            raise WeightsError(f"malformed moshi Mimi config: {type(e).__name__} {e}") from e
 
     def to_hf_config(self) -> dict[str, Any]:
         """The transformers ``config.json`` fields of this config (``MimiConfig(**fields)`` rebuilds it)."""

@@ -99,7 +99,7 @@ def _read_json(path: Path) -> dict:
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise WeightsError(f"cannot parse {path}: {e}") from None
+        raise WeightsError(f"cannot parse {path}: {e}") from e
     if not isinstance(d, dict):
         raise WeightsError(f"{path} is not a JSON object")
     return d
@@ -343,7 +343,7 @@ def _moshi_config(raw: dict[str, torch.Tensor], path: Path, base: MimiConfig) ->
             upsample_groups=hidden // up.shape[1],
         )
     except (IndexError, ZeroDivisionError) as e:
-        raise WeightsError(f"{path} does not have the shape of a Mimi checkpoint: {e}") from None
+        raise WeightsError(f"{path} does not have the shape of a Mimi checkpoint: {e}") from e
 
 
 def load_moshi_file(path: Path, config: MimiConfig | None = None) -> tuple[MimiModel, MimiConfig]:

@@ -43,7 +43,7 @@ def encoded_from_npz(data: bytes, codec: Codec, settings: ServerSettings) -> Enc
         return Encoded.from_bytes(data, max_samples=limit, what="uploaded codes")
     except CodesError as e:
         if "samples, more than the" in str(e):  # the declared length is over the server's limit
-            raise LimitError(str(e)) from None
+            raise LimitError(str(e)) from e
         raise
 
 
@@ -67,7 +67,7 @@ def parse_json(raw: bytes, model: type[EncodedJSON]) -> EncodedJSON:
     try:
         obj = pydantic_core.from_json(raw)
     except ValueError as e:
-        raise JSONBodyError(f"body: not valid JSON ({e})") from None
+        raise JSONBodyError(f"body: not valid JSON ({e})") from e
     if not isinstance(obj, dict):
         raise JSONBodyError("body: a JSON object is expected")
     try:
@@ -77,7 +77,7 @@ def parse_json(raw: bytes, model: type[EncodedJSON]) -> EncodedJSON:
             f"{'.'.join(str(p) for p in x.get('loc', ())) or 'body'}: {x.get('msg', 'invalid')}"
             for x in e.errors(include_url=False, include_input=False)[:5]
         ]
-        raise JSONBodyError("; ".join(parts) or "invalid request") from None
+        raise JSONBodyError("; ".join(parts) or "invalid request") from e
 
 
 def encoded_from_json(body: EncodedJSON, codec: Codec, settings: ServerSettings) -> Encoded:
@@ -96,8 +96,8 @@ def encoded_from_json(body: EncodedJSON, codec: Codec, settings: ServerSettings)
         )
     try:
         codes = np.array(body.codes, dtype=np.int64)
-    except OverflowError:
-        raise CodesError(f"codes out of range [0, {codec.codebook_size})") from None
+    except OverflowError as e:
+        raise CodesError(f"codes out of range [0, {codec.codebook_size})") from e
     if codes.min() < 0 or codes.max() >= codec.codebook_size:
         raise CodesError(f"codes out of range [0, {codec.codebook_size})")
     scales = None

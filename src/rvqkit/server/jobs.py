@@ -41,7 +41,7 @@ def probe_audio(data: bytes, codec: Codec, settings: ServerSettings) -> int:
             sr, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError by format
         why = str(e).split(": ", 1)[-1].strip().rstrip(".") if str(e) else type(e).__name__
-        raise AudioError(f"cannot read the uploaded audio ({why}); send WAV, FLAC, OGG or MP3") from None
+        raise AudioError(f"cannot read the uploaded audio ({why}); send WAV, FLAC, OGG or MP3") from e
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE or channels <= 0:
         raise AudioError(
             f"uploaded audio at {sr} Hz with {channels} channels; the server takes {MIN_SAMPLE_RATE} to "
@@ -81,7 +81,7 @@ def encode_job(turn: Turn, codec: Codec, data: bytes, bandwidth: float, settings
                 block_seconds=settings.job_piece_s,
             )
         except RvqkitError as e:
-            raise _renamed(e, path, "uploaded audio") from None
+            raise _renamed(e, path, "uploaded audio") from e
 
 
 def decode_job(turn: Turn, codec: Codec, enc: Encoded, n_q: int | None, settings: ServerSettings) -> bytes:

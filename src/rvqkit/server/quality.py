@@ -132,7 +132,7 @@ def quality_job(
             try:
                 ref = _clip(upload, codec, samples, settings.job_piece_s)
             except RvqkitError as e:
-                raise _renamed(e, upload, "uploaded audio") from None
+                raise _renamed(e, upload, "uploaded audio") from e
             sf.write(clip, ref.T, sr, subtype="FLOAT")  # lossless: the codes are /v1/encode's of it
         enc = encode_file(
             codec, clip, bandwidth, progress=lambda _: turn.piece_done(), block_seconds=settings.job_piece_s

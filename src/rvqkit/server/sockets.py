@@ -401,9 +401,9 @@ async def _receive(ws: WebSocket, settings: ServerSettings, pace: Pace) -> Mutab
     timeout = pace.timeout()
     try:
         msg = await asyncio.wait_for(ws.receive(), timeout)
-    except asyncio.TimeoutError:
+    except asyncio.TimeoutError as e:
         pace.check()
-        raise StreamClosed("idle_timeout", f"nothing received for {timeout:g} s; closing") from None
+        raise StreamClosed("idle_timeout", f"nothing received for {timeout:g} s; closing") from e
     if msg["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(msg.get("code", 1000))
     size = len(msg.get("bytes") or b"") + len(msg.get("text") or "")
@@ -422,7 +422,7 @@ def _parse(model: type[BaseModel], text: str | dict | None, what: str) -> Any:
         errs = "; ".join(
             f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors(include_url=False)[:3]
         )
-        raise StreamClosed("bad_request", f"bad {what}: {errs}") from None
+        raise StreamClosed("bad_request", f"bad {what}: {errs}") from e
 
 
 async def _send_json(ws: WebSocket, data: dict[str, Any]) -> None:

@@ -133,7 +133,7 @@ class SnacConfig:
         try:
             return cls(**merged)
         except WeightsError as e:
-            raise WeightsError(f"{where}: {e}") from None
+            raise WeightsError(f"{where}: {e}") from e
 
     #: the hub's ``config.json`` is the snac format (SNAC has no transformers format)
     from_hf_config = from_snac_config

@@ -41,7 +41,7 @@ def read_config(path: Path) -> SnacConfig:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise WeightsError(f"cannot read {path}: {e}") from None
+        raise WeightsError(f"cannot read {path}: {e}") from e
     return SnacConfig.from_snac_config(data, str(path))
 
 

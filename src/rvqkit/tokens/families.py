@@ -99,7 +99,7 @@ def family_detokenize(
         except TokenError:
             raise
         except Exception as e:  # orpheus_unflatten raises CodesError: one TokenError, as the other layouts
-            raise TokenError(str(e)) from None
+            raise TokenError(str(e)) from e
     lay = family_token_layout(family, layout, codebook_size, n_q, offset or 0)
     codes, _ = lay.decode(torch.as_tensor(ids)[None])
     return codes[0]

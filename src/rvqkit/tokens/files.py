@@ -332,7 +332,7 @@ def _int_array(value: object, what: str, name: str) -> np.ndarray:
     try:
         a = np.asarray(value)
     except (ValueError, OverflowError) as e:
-        raise TokenError(f"{what}: {name} must be (lists of) integers ({e})") from None
+        raise TokenError(f"{what}: {name} must be (lists of) integers ({e})") from e
     if a.dtype.kind != "i" and not (a.size == 0 and a.dtype.kind == "f"):
         raise TokenError(f"{what}: {name} must be (lists of) integers, got {a.dtype} values")
     return a.astype(np.int64)
@@ -347,12 +347,12 @@ def _read_json(p: Path, max_samples: int | None) -> TokenFile:
                 f"{what}: {size} bytes; JSON token files are limited to {MAX_JSON_BYTES >> 20} MiB (use .npz)"
             )
         meta = json.loads(p.read_bytes().decode())
-    except FileNotFoundError:
-        raise TokenError(f"{what}: no such token file") from None
+    except FileNotFoundError as e:
+        raise TokenError(f"{what}: no such token file") from e
     except TokenError:
         raise
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise TokenError(f"{what}: not a readable token file ({type(e).__name__}: {e})") from None
+        raise TokenError(f"{what}: not a readable token file ({type(e).__name__}: {e})") from e
     layout, source = _check_meta(meta, what)
     items = meta.get("items")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
@@ -370,7 +370,7 @@ def _read_json(p: Path, max_samples: int | None) -> TokenFile:
         try:
             scales = np.asarray(meta["scales"], dtype=np.float64)
         except (ValueError, TypeError) as e:
-            raise TokenError(f"{what}: scales must be lists of numbers ({e})") from None
+            raise TokenError(f"{what}: scales must be lists of numbers ({e})") from e
     limit = _limit(max_samples, source)
     _check_facts(what, len(arrays), facts["lengths"], facts["frame_lengths"], scales, limit)
     longest = max(a.shape[-1] for a in arrays)

@@ -188,7 +188,7 @@ class TokenLayout:
                 padding_side=s.get("padding_side", "right"),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise TokenError(f"malformed token layout settings ({e})") from None
+            raise TokenError(f"malformed token layout settings ({e})") from e
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TokenLayout) and self.settings() == other.settings()
