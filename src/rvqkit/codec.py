@@ -404,9 +404,7 @@ def _check_lengths(lengths: object, items: Sequence[np.ndarray]) -> list[int]:
         try:
             values = list(lengths)  # type: ignore[call-overload]  # TypeError caught below
         except TypeError as e:
-            raise AudioError(
-                f"lengths must be a sequence of integers, got {type(lengths).__name__}"
-            ) from e
+            raise AudioError(f"lengths must be a sequence of integers, got {type(lengths).__name__}") from e
     if len(values) != len(items):
         raise AudioError(f"{len(values)} lengths given for {len(items)} items")
     out = []

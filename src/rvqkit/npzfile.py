@@ -172,9 +172,7 @@ class NpzReader:
         except RvqkitError:
             raise
         except Exception as e:  # ValueError (bad header), zipfile.BadZipFile, zlib.error, EOFError ...
-            raise self.fail(
-                f"member {name!r} is not a readable .npy array ({type(e).__name__}: {e})"
-            ) from e
+            raise self.fail(f"member {name!r} is not a readable .npy array ({type(e).__name__}: {e})") from e
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
             raise self.fail(f"member {name!r} has dtype {dtype}; plain numbers expected (no pickled objects)")
         if kinds is not None and dtype.kind not in kinds:
