@@ -89,6 +89,17 @@ def test_debug_shows_the_cause(hf_24k, tmp_path):
     assert res.stderr.rstrip().splitlines()[-1].startswith("error:")
 
 
+def test_debug_shows_the_cause_of_a_bad_codes_file(tmp_path):
+    """Library re-raises keep their cause (``raise ... from e``): the zip error shows under RVQKIT_DEBUG."""
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    res = run("decode", bad, tmp_path / "o.wav", "-m", "random-24khz", env={"RVQKIT_DEBUG": "1"})
+    assert res.returncode == 1
+    assert "BadZipFile" in res.stderr and "direct cause" in res.stderr and "CodesError" in res.stderr
+    quiet = run("decode", bad, tmp_path / "o.wav", "-m", "random-24khz")
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+
+
 def test_zero_sample_audio(hf_24k, codec24, tmp_path):
     """10 samples at 1 MHz resample to 0 samples at 24 kHz: a clean error on every path, no empty WAV."""
     _, folder = hf_24k
