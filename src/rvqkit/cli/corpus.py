@@ -3,7 +3,10 @@ what they hold."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +19,6 @@ from rich.table import Table
 from . import (
     DEFAULT_DEVICE,
     DEFAULT_MODEL,
-    BandwidthOpt,
     DeviceOpt,
     ModelOpt,
     OverwriteOpt,
@@ -44,6 +46,31 @@ corpus_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(corpus_app, name="corpus")
+
+
+#: library parameters of the corpus commands that :func:`rvqkit.cli.messages.cli_message` does not map
+_OWN_PARAMS = {"n_q": "--n-q", "bandwidth": "--bandwidth"}
+
+
+def corpus_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Inside :func:`user_errors`: rvqkit errors whose message names ``n_q=`` or ``bandwidth=`` get the
+    flags instead (``--n-q``, ``--bandwidth``); the rest of the rewriting is ``cli_message``'s."""
+    from ..errors import RvqkitError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RvqkitError as e:
+            message = str(e)
+            for name, flag in _OWN_PARAMS.items():
+                message = re.sub(rf"\b{name}= ?", flag + " ", message)
+                message = re.sub(rf"(^|; ){name} must\b", rf"\g<1>{flag} must", message)
+            if message == str(e):
+                raise
+            raise RvqkitError(message) from e
+
+    return wrapper
 
 
 def _corpus():
@@ -104,6 +131,7 @@ class EncodeBar:
 
 @corpus_app.command("encode")
 @user_errors
+@corpus_flags
 def encode(
     source: Annotated[
         str,
@@ -113,7 +141,23 @@ def encode(
     ],
     out_dir: Annotated[Path, typer.Argument(help="Output folder (created; re-run to resume).")],
     model: ModelOpt = DEFAULT_MODEL,
-    bandwidth: BandwidthOpt = 6.0,
+    bandwidth: Annotated[
+        float | None,
+        typer.Option(
+            "--bandwidth",
+            "-b",
+            help="Target bandwidth in kbps (EnCodec: default 6). Mimi, DAC, SNAC: only one of the model's "
+            "exact values; else use --n-q.",
+        ),
+    ] = None,
+    n_q: Annotated[
+        int | None,
+        typer.Option(
+            "--n-q",
+            min=1,
+            help="Mimi, DAC, SNAC: codebooks to keep (SNAC: levels, coarsest first); default: all.",
+        ),
+    ] = None,
     device: DeviceOpt = DEFAULT_DEVICE,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Items per Parquet shard.")] = 1000,
     first_shard_size: Annotated[
@@ -192,15 +236,17 @@ def encode(
     overwrite: StartOverOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar.")] = False,
 ) -> None:
-    """Encode every item of SOURCE to RVQ codes in sharded Parquet under OUT_DIR.
+    """Encode every item of SOURCE to RVQ codes in sharded Parquet under OUT_DIR, with EnCodec or a
+    Mimi, DAC or SNAC model.
 
     Killed or failed runs resume when re-run with the same command; unusable items are listed in
     OUT_DIR/errors.jsonl."""
     corpus = _corpus()
     from ..corpus.progress import speedup
+    from .family import load_family, model_family
     from .tokens import parse_special
 
-    codec = load_codec(model, device)
+    codec: Any = load_family(model, device) if model_family(model) else load_codec(model, device)
     bar = EncodeBar(err, enabled=not quiet)
     try:
         summary = corpus.encode_corpus(
@@ -208,6 +254,7 @@ def encode(
             out_dir,
             codec,
             bandwidth,
+            n_q=n_q,
             device=str(codec.device),
             shard_size=shard_size,
             first_shard_size=first_shard_size,
@@ -250,6 +297,7 @@ def encode(
 
 @corpus_app.command("decode")
 @user_errors
+@corpus_flags
 def decode(
     source: Annotated[Path, typer.Argument(help="Corpus output folder or one of its .parquet shards.")],
     out_folder: Annotated[Path, typer.Argument(help="Folder for the WAV files (named by id).")],
@@ -268,7 +316,10 @@ def decode(
             "--model", "-m", envvar="RVQKIT_MODEL", help="Weights; default: those in manifest.json."
         ),
     ] = None,
-    n_q: Annotated[int | None, typer.Option("--n-q", help="Decode from the first K codebooks only.")] = None,
+    n_q: Annotated[
+        int | None,
+        typer.Option("--n-q", help="Decode from the first K codebooks (SNAC: levels) only."),
+    ] = None,
     device: DeviceOpt = DEFAULT_DEVICE,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
@@ -344,12 +395,20 @@ def stats_tables(st: Any) -> list[Table]:
             "status",
             st.status + ("" if st.status == "complete" else f" ({st.shards_done}/{st.num_shards} shards)"),
         ),
-        ("model", f"{st.model}, {st.bandwidth:g} kbps, {st.n_q} codebooks of {st.codebook_size}"),
+        (
+            "model",
+            ("" if st.family == "encodec" else f"{st.family} ")
+            + f"{st.model}, {st.bandwidth:g} kbps, {st.n_q} {'levels' if st.family == 'snac' else 'codebooks'} "
+            f"of {st.codebook_size}",
+        ),
         ("audio", f"{st.hours:.3f} h ({st.audio_seconds:.1f} s)"),
         ("items", str(st.items)),
         ("rows", str(st.rows)),
         ("errors", f"{st.errors}" + (f" ({reasons})" if reasons else "")),
-        ("frames", f"{st.frames} ({st.frame_rate:g} per second)"),
+        (
+            "frames",
+            f"{st.frames} ({st.frame_rate:g} per second{', finest level' if st.family == 'snac' else ''})",
+        ),
     ):
         summary.add_row(key, escape(value))
     books = Table(title="codebook use", title_justify="left")

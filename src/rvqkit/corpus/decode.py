@@ -18,6 +18,7 @@ import torch
 from ..audio import write_audio
 from ..codec import Codec
 from .items import CorpusError
+from .models import CorpusModel, family_name, family_weights_sha256, load_model
 from .shards import DATA_DIR, MANIFEST
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -85,7 +86,7 @@ def read_ids(files: Sequence[Path]) -> list[str]:
 def decode_corpus(
     source: str | os.PathLike[str],
     out_folder: str | os.PathLike[str],
-    model: str | os.PathLike[str] | Codec | None = None,
+    model: str | os.PathLike[str] | CorpusModel | None = None,
     *,
     ids: Sequence[str] | None = None,
     limit: int | None = None,
@@ -101,7 +102,11 @@ def decode_corpus(
     ``overwrite``). Without ``ids``, rows are taken in order and existing output files are skipped
     (``skipped`` is called with each), so ``limit`` counts files written: repeated calls with
     ``limit=10`` decode the next ten. The model defaults to the one in ``manifest.json``; weights whose
-    sha256 differs from the manifest's are refused. Rows are read in batches (bounded memory)."""
+    sha256 differs from the manifest's are refused, and so is a model of another family. Rows are read
+    in batches (bounded memory).
+
+    Mimi, DAC and SNAC outputs decode with ``FamilyCodec.decode(codes, length=model_samples)``: exactly
+    the item's length at the model's rate. ``n_q``: the first ``n_q`` codebooks (SNAC: levels)."""
     if limit is not None and limit < 0:
         raise CorpusError(f"limit must be 0 or more, got {limit}")
     files, manifest = locate(source)
@@ -114,23 +119,30 @@ def decode_corpus(
         if exists and not overwrite:
             raise CorpusError(f"{exists[0]} exists; pass overwrite=True to replace it")
 
-    def load() -> Codec:  # only once a row is to be decoded: skipping needs no model
+    def load() -> CorpusModel:  # only once a row is to be decoded: skipping needs no model
         nonlocal model
         if model is None:
             if manifest is None:
                 raise CorpusError("no manifest.json next to the shard: give the model (model=...)")
             model = manifest["model_source"]
-        codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
+        codec = load_model(model, device)
         if manifest is not None:
+            made = manifest.get("family", "encodec")
+            if family_name(codec) != made:
+                raise CorpusError(
+                    f"the codes were made with a {made} model; the given model is {family_name(codec)} "
+                    "(model=...)"
+                )
             want = manifest["model"].get("weights_sha256")
-            if want and codec.weights_sha256 and want != codec.weights_sha256:
+            have = codec.weights_sha256 if isinstance(codec, Codec) else family_weights_sha256(codec)
+            if want and have and want != have:
                 raise CorpusError(
                     f"the codes were made with weights sha256 {want[:12]}..., the given model is "
-                    f"{codec.weights_sha256[:12]}...; give the same weights (model=...)"
+                    f"{have[:12]}...; give the same weights (model=...)"
                 )
         return codec
 
-    codec: Codec | None = None
+    codec: CorpusModel | None = None
     to_codes: Any = None
     written: list[Path] = []
     for row in iter_rows(files, ids):
@@ -143,6 +155,12 @@ def decode_corpus(
             continue
         if codec is None:
             codec, to_codes = load(), _codes_reader(row, manifest)
+        if not isinstance(codec, Codec):
+            audio = _decode_family(codec, to_codes(row), row, n_q)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_audio(target, audio, codec.sample_rate, overwrite=overwrite)
+            written.append(target)
+            continue
         encoded = codec.wrap_codes(
             to_codes(row),
             torch.tensor([row["scales"]], dtype=torch.float32) if row.get("scales") is not None else None,
@@ -157,10 +175,28 @@ def decode_corpus(
     return written
 
 
+def _decode_family(codec: Any, codes: Any, row: dict[str, Any], n_q: int | None) -> np.ndarray:
+    """A Mimi, DAC or SNAC row's audio ``[channels, model_samples]`` (``FamilyCodec.decode``)."""
+    if codec.family == "snac":  # the codes column: [level][frames_level], coarsest first
+        codes = [torch.tensor(np.asarray(level, dtype=np.int64)) for level in row["codes"]]
+        have = len(codes)
+    else:
+        codes = codes[0]  # [n_q, frames]
+        have = int(codes.shape[0])
+    if n_q is not None:
+        if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= have:
+            what = "levels" if codec.family == "snac" else "codebooks"
+            raise CorpusError(f"n_q must be between 1 and {have} (the rows' {what}), got {n_q!r}")
+        codes = codes[:n_q]
+    return codec.decode(codes, length=int(row["model_samples"])).numpy()
+
+
 def _codes_reader(row: dict[str, Any], manifest: dict[str, Any] | None):
     """``row -> codes [1, n_q, frames]``: the codes column, else the first token column (decoded with
-    the layout settings in the manifest)."""
+    the layout settings in the manifest). (SNAC's ragged levels are read by :func:`_decode_family`.)"""
     if "codes" in row:
+        if (manifest or {}).get("family") == "snac":
+            return lambda row: None
         return lambda row: torch.tensor(np.asarray(row["codes"], dtype=np.int64))[None]
     from ..tokens import TokenLayout
 

@@ -7,12 +7,17 @@ depend on its batch (the engine's rule), so the budget and the order change noth
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..codec import Codec
 from .items import Loaded, Result
+from .models import CorpusModel, resolve_n_q
+
+if TYPE_CHECKING:
+    from ..family_codec import FamilyCodec
 
 #: Audio seconds per engine batch on CPU (the items loaded and in memory at once). The engine runs them in
 #: 1 s feeds, so activations stay small whatever the batch.
@@ -24,7 +29,7 @@ CPU_LSTM_BATCH = 8
 GPU_BYTES_PER_SAMPLE = 2048  # rough peak activation memory per input sample of the encoder (float32)
 
 
-def auto_batch_samples(codec: Codec, batch_seconds: float | None = None) -> int:
+def auto_batch_samples(codec: CorpusModel, batch_seconds: float | None = None) -> int:
     """Samples (at the model rate, all items of a batch together) per model call.
 
     ``batch_seconds`` fixes it; otherwise on CUDA it is half the free GPU memory divided by a rough
@@ -56,10 +61,23 @@ def plan_batches(lengths: Sequence[int], max_samples: int) -> list[list[int]]:
     return batches
 
 
-def _encode_group(codec: Codec, audio: list[np.ndarray], n_q: int, lstm_batch: int) -> list[tuple]:
+def _encode_family(codec: FamilyCodec, audio: list[np.ndarray], n_q: int) -> list[tuple]:
+    """(codes, None) per item of a Mimi, DAC or SNAC model: int16 ``[n_q, frames]``, or SNAC's list of
+    int16 ``[frames_i]`` levels. ``FamilyCodec.encode_items``: each item's codes are exactly those of
+    ``FamilyCodec.encode`` of that item alone (the audio is already at the model's rate)."""
+    out = codec.encode_items([torch.from_numpy(a) for a in audio], codec.sample_rate, n_q)
+    if codec.family == "snac":
+        return [([lv.numpy().astype(np.int16) for lv in c], None) for c in out]
+    return [(c.numpy().astype(np.int16), None) for c in out]
+
+
+def _encode_group(codec: CorpusModel, audio: list[np.ndarray], n_q: int, lstm_batch: int) -> list[tuple]:
     """(codes int16 [n_q, frames], scales float32 [segments] or None) per item, through the engine
-    (:meth:`rvqkit.Codec.engine`); halves the batch on CUDA out-of-memory."""
+    (:meth:`rvqkit.Codec.engine`; a family model's ``encode_items``); halves the batch on CUDA
+    out-of-memory."""
     try:
+        if not isinstance(codec, Codec):
+            return _encode_family(codec, audio, n_q)
         results = codec.engine(lstm_batch).encode([torch.from_numpy(a) for a in audio], n_q)
     except torch.cuda.OutOfMemoryError:
         if len(audio) == 1:
@@ -78,7 +96,7 @@ def _encode_group(codec: Codec, audio: list[np.ndarray], n_q: int, lstm_batch: i
     ]
 
 
-def _groups(batches: list[list[int]], codec: Codec, lstm_batch: int) -> Iterator[list[int]]:
+def _groups(batches: list[list[int]], codec: CorpusModel, lstm_batch: int) -> Iterator[list[int]]:
     """Batches as engine calls. On CPU a batch runs as groups of ``lstm_batch`` items (neighbours in
     length, so their slots free at about the same time): the same codes (an item's codes do not depend
     on its batch), with results, and progress, after each group rather than after the whole batch. On a
@@ -93,14 +111,17 @@ def _groups(batches: list[list[int]], codec: Codec, lstm_batch: int) -> Iterator
 
 
 def iter_encode(
-    codec: Codec,
+    codec: CorpusModel,
     loaded: Sequence[Loaded],
-    bandwidth: float,
+    bandwidth: float | None,
     max_samples: int,
     lstm_batch: int,
+    n_q: int | None = None,
 ) -> Iterator[list[Result]]:
     """Results for ``loaded``, a list per model call (errors first, then calls in length order).
     ``lstm_batch``: see :data:`CPU_LSTM_BATCH` (an item's codes do not depend on its batch).
+    ``n_q`` (codebooks) when given, else that of ``bandwidth`` in kbps (see
+    :func:`~rvqkit.corpus.models.resolve_n_q`).
 
     Items with a ``reason`` pass through as errors; an item the model fails on becomes an
     ``encode_failed`` error (the batch is retried item by item first)."""
@@ -113,7 +134,8 @@ def iter_encode(
         yield errors
     good = [it for it in loaded if it.reason is None and it.audio is not None]
     lengths = [it.audio.shape[-1] for it in good]  # type: ignore[union-attr]  # good: audio loaded
-    n_q = codec.n_q_for(bandwidth)
+    if n_q is None:
+        n_q = resolve_n_q(codec, bandwidth, None)[0]
     for batch in _groups(plan_batches(lengths, max_samples), codec, lstm_batch):
         items = [good[b] for b in batch]
         audio = [it.audio for it in items]
@@ -139,13 +161,14 @@ def iter_encode(
 
 
 def encode_loaded(
-    codec: Codec,
+    codec: CorpusModel,
     loaded: Sequence[Loaded],
-    bandwidth: float,
+    bandwidth: float | None,
     max_samples: int,
     lstm_batch: int = CPU_LSTM_BATCH,
+    n_q: int | None = None,
 ) -> list[Result]:
     """Results for ``loaded``, in the same order (see :func:`iter_encode`)."""
-    batches = iter_encode(codec, loaded, bandwidth, max_samples, lstm_batch)
+    batches = iter_encode(codec, loaded, bandwidth, max_samples, lstm_batch, n_q)
     by_index = {r.index: r for batch in batches for r in batch}
     return [by_index[it.index] for it in loaded]

@@ -37,6 +37,11 @@ def encode_dataset(
     ``Dataset.map`` (e.g. ``desc``, ``cache_file_name``; a fingerprint of the model and settings is
     set for caching).
     """
+    if not isinstance(codec, Codec):
+        raise CorpusError(
+            f"encode_dataset runs EnCodec (a Codec) only for now, got {type(codec).__name__}; encode Mimi, "
+            "DAC and SNAC corpora with encode_corpus"
+        )
     if lstm_batch < 1:
         raise CorpusError(f"lstm_batch must be at least 1, got {lstm_batch}")
     column = find_audio_column(dataset, audio_column)

@@ -81,16 +81,26 @@ class Loaded:
         return self.num_samples / self.sample_rate if self.sample_rate else 0.0
 
 
+#: One item's codes: int16 ``[n_q, frames]`` (EnCodec, Mimi, DAC), or for SNAC a list of int16
+#: ``[frames_i]`` arrays, one per level, coarsest first.
+ItemCodes = np.ndarray | list[np.ndarray]
+
+
+def code_frames(codes: ItemCodes) -> int:
+    """Frames of one item's codes: the finest level's for SNAC (its last)."""
+    return int(codes[-1].shape[-1]) if isinstance(codes, list) else int(codes.shape[-1])
+
+
 @dataclass
 class Result:
-    """Codes of one item (``codes`` int16 ``[n_q, frames]``; ``scales`` float32 ``[segments]`` at 48 kHz)
+    """Codes of one item (``codes``: see :data:`ItemCodes`; ``scales`` float32 ``[segments]`` at 48 kHz)
     or its error (``reason``, ``message``)."""
 
     index: int
     sample_rate: int = 0
     channels: int = 0
     num_samples: int = 0
-    codes: np.ndarray | None = None
+    codes: ItemCodes | None = None
     scales: np.ndarray | None = None
     reason: str | None = None
     message: str | None = None

@@ -16,6 +16,7 @@ from .. import __version__
 from ..codec import Codec
 from .encoding import CPU_LSTM_BATCH
 from .items import CorpusError
+from .models import CorpusModel, family_name, family_weights_sha256, is_family, resolve_n_q
 from .shards import FORMAT, FORMAT_VERSION, ShardLayout
 from .sources import Source
 from .tokenize import TokenSpec, token_columns
@@ -28,9 +29,17 @@ DEFAULT_MIN_DURATION = 0.05  # seconds
 ENGINES = ("local", "ray")
 #: The manifest's description of the ``codes`` column (None when it is not written).
 CODES_COLUMN = {"column": "codes", "type": "list<list<int16>>", "layout": "[n_q][frames]"}
+#: The same for SNAC: one list per level, coarsest first, each at its own frame rate.
+SNAC_CODES_COLUMN = {
+    "column": "codes",
+    "type": "list<list<int16>>",
+    "layout": "[level][frames_level]",
+    "levels": "coarsest first; level i has ceil(num_frames / vq_strides[i]) frames",
+}
 #: Manifest keys that must be equal for a re-run to resume an output folder.
 JOB_KEYS = (
     "model",
+    "family",
     "bandwidth",
     "n_q",
     "lstm_batched",
@@ -49,7 +58,8 @@ class JobSettings:
     """The settings of :func:`~rvqkit.corpus.encode_corpus` (see it for each one), checked when built,
     before a model is loaded or a source listed."""
 
-    bandwidth: float = 6.0  # kbps
+    bandwidth: float | None = None  # kbps; None: EnCodec's 6 kbps, a family's n_q
+    n_q: int | None = None  # codebooks (SNAC: levels) of a Mimi, DAC or SNAC model; None: all
     device: str = "cpu"
     shard_size: int = DEFAULT_SHARD_SIZE  # items
     first_shard_size: int | None = None  # items; None: a resumed job's own, else the default
@@ -75,7 +85,7 @@ class JobSettings:
         object.__setattr__(self, "tokens", tuple(self.tokens))
         for name in ("shard_size", "window", "lstm_batch"):
             _at_least_1(name, getattr(self, name))
-        for name in ("first_shard_size", "threads"):
+        for name in ("first_shard_size", "threads", "n_q"):
             if getattr(self, name) is not None:
                 _at_least_1(name, getattr(self, name))
         if self.max_duration is not None and self.max_duration <= 0:
@@ -83,12 +93,18 @@ class JobSettings:
         if self.engine not in ENGINES:
             raise CorpusError(f"unknown engine {self.engine!r}; use 'local' or 'ray'")
 
-    def token_specs(self, codec: Codec) -> tuple[TokenSpec, ...]:
-        """The token columns for ``codec`` at this bandwidth (checks the bandwidth and the layouts)."""
-        n_q = codec.n_q_for(self.bandwidth)
+    def token_specs(self, codec: CorpusModel) -> tuple[TokenSpec, ...]:
+        """The token columns for ``codec`` at this bandwidth or ``n_q`` (checks them, and the layouts)."""
+        n_q, _ = resolve_n_q(codec, self.bandwidth, self.n_q)
+        if self.tokens and family_name(codec) == "snac":
+            raise CorpusError(
+                "tokens: the token layouts need one frame rate for all codebooks; SNAC's levels have "
+                "several (write the codes, and make Orpheus ids with rvqkit.tokens.families)"
+            )
         specs = token_columns(
-            self.tokens, n_q, codec.codebook_size, self.token_offset, self.token_begin, self.token_end
-        )
+            self.tokens, n_q, int(codec.config.codebook_size), self.token_offset, self.token_begin,
+            self.token_end,
+        )  # fmt: skip
         _check_columns(self.codes, specs)
         return tuple(specs)
 
@@ -102,19 +118,46 @@ class ModelInfo:
     weights_sha256: str | None
     sample_rate: int
     channels: int
-    frame_rate: int
+    frame_rate: float  # EnCodec: an integer; Mimi 12.5
     codebook_size: int
+    # Mimi, DAC and SNAC only (None, and left out of the manifest, for EnCodec):
+    family: str | None = None  # "mimi", "dac" or "snac"
+    num_codebooks: int | None = None  # codebooks (SNAC: levels) the model holds
+    hop_length: int | None = None  # samples per (finest) frame
+    vq_strides: tuple[int, ...] | None = None  # SNAC: finest frames per frame of each level
 
     @classmethod
-    def of(cls, codec: Codec) -> ModelInfo:
+    def of(cls, codec: CorpusModel) -> ModelInfo:
+        if isinstance(codec, Codec):
+            return cls(
+                codec.name,
+                codec.weights_sha256,
+                codec.sample_rate,
+                codec.channels,
+                codec.frame_rate,
+                codec.codebook_size,
+            )
+        cfg: Any = codec.config
+        family = family_name(codec)
         return cls(
-            codec.name,
-            codec.weights_sha256,
-            codec.sample_rate,
-            codec.channels,
-            codec.frame_rate,
-            codec.codebook_size,
+            name=str(getattr(cfg, "name", None) or family),
+            weights_sha256=family_weights_sha256(codec),
+            sample_rate=codec.sample_rate,
+            channels=codec.channels,
+            frame_rate=float(codec.frame_rate),
+            codebook_size=int(cfg.codebook_size),
+            family=family,
+            num_codebooks=int(codec.num_codebooks),
+            hop_length=int(cfg.hop_length),
+            vq_strides=tuple(int(v) for v in cfg.vq_strides) if family == "snac" else None,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``model``: EnCodec's six keys, and the families' own where set."""
+        d = asdict(self)
+        if self.vq_strides is not None:
+            d["vq_strides"] = list(self.vq_strides)
+        return {k: v for k, v in d.items() if v is not None or k == "weights_sha256"}
 
 
 @dataclass(frozen=True)
@@ -169,7 +212,7 @@ class CorpusJob:
     def create(
         cls,
         settings: JobSettings,
-        codec: Codec,
+        codec: CorpusModel,
         model_source: str,
         src: Source,
         tokens: Sequence[TokenSpec],
@@ -182,14 +225,15 @@ class CorpusJob:
         if first is None:
             first = old.get("first_shard_size", old.get("shard_size")) if old else None
             first = first or DEFAULT_FIRST_SHARD_SIZE
-        n_q = codec.n_q_for(settings.bandwidth)
+        n_q, bandwidth = resolve_n_q(codec, settings.bandwidth, settings.n_q)
         return cls(
             settings=settings,
             model=ModelInfo.of(codec),
             model_source=model_source,
             n_q=n_q,
-            bandwidth=codec.config.bandwidth_for_n_q(n_q),
-            lstm_batched=settings.lstm_batch > 1 and codec.device.type == "cpu",
+            bandwidth=bandwidth,
+            # the families have no LSTM: their codes never depend on lstm_batch
+            lstm_batched=not is_family(codec) and settings.lstm_batch > 1 and codec.device.type == "cpu",
             source=SourceInfo.of(src),
             num_items=len(src.items),
             first_shard_size=min(first, settings.shard_size),
@@ -202,16 +246,19 @@ class CorpusJob:
 
     def to_manifest(self) -> dict[str, Any]:
         """The job's keys of ``manifest.json`` (the output folder adds ``status``, ``counts`` ...)."""
+        family = {"family": self.model.family} if self.model.family else {}  # EnCodec: no key (as before)
+        column = SNAC_CODES_COLUMN if self.model.family == "snac" else CODES_COLUMN
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "rvqkit_version": __version__,
-            "model": asdict(self.model),
+            "model": self.model.to_dict(),
             "model_source": self.model_source,
+            **family,
             "bandwidth": self.bandwidth,
             "n_q": self.n_q,
             "lstm_batched": self.lstm_batched,
-            "codes": dict(CODES_COLUMN) if self.settings.codes else None,
+            "codes": dict(column) if self.settings.codes else None,
             "shard_size": self.settings.shard_size,
             "first_shard_size": self.first_shard_size,
             "num_shards": self.layout.num_shards,

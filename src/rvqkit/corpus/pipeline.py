@@ -28,6 +28,7 @@ from .items import CorpusError, Item, Loaded, Result
 from .job import DEFAULT_MIN_DURATION, DEFAULT_SHARD_SIZE, DEFAULT_WINDOW, CorpusJob, JobSettings
 from .loading import LoadSpec, load_item
 from .lock import JobLock
+from .models import CorpusModel, family_name, is_family, load_model
 from .progress import JobProgress, ProgressCallback
 from .shards import OutputDir, ShardLayout, schema
 from .sources import Source, open_source
@@ -169,25 +170,27 @@ def run_local(
     source: Source,
     items: Sequence[Item],
     spec: LoadSpec,
-    codec: Codec,
-    bandwidth: float,
+    codec: CorpusModel,
+    bandwidth: float | None,
     max_samples: int,
     workers: int,
     window: int,
     lstm_batch: int,
     first_end: int = 0,
+    n_q: int | None = None,
 ) -> None:
     """The local engine: windows of ``window`` items (or of ``WINDOW_BATCHES`` batches' worth of audio,
     whichever is less), sorted by length inside a window and batched. The workers load up to one more
     window meanwhile, so at most about two windows of audio are in memory. A window also ends after the
-    item of index ``first_end - 1`` (the first shard's last), so that the first shard is written early."""
+    item of index ``first_end - 1`` (the first shard's last), so that the first shard is written early.
+    ``n_q`` (codebooks) when given, else that of ``bandwidth`` (kbps)."""
     buffer: list[Loaded] = []
     buffered = 0  # samples at the model rate
     window_batches = WINDOW_BATCHES["cpu" if codec.device.type == "cpu" else "gpu"]
 
     def flush() -> None:
         nonlocal buffered
-        for results in iter_encode(codec, buffer, bandwidth, max_samples, lstm_batch):
+        for results in iter_encode(codec, buffer, bandwidth, max_samples, lstm_batch, n_q):
             collector.add(results)
         buffer.clear()
         buffered = 0
@@ -209,9 +212,10 @@ def default_workers() -> int:
 def encode_corpus(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    model: str | os.PathLike[str] | Codec = "facebook/encodec_24khz",
-    bandwidth: float = 6.0,
+    model: str | os.PathLike[str] | CorpusModel = "facebook/encodec_24khz",
+    bandwidth: float | None = None,
     *,
+    n_q: int | None = None,
     device: str = "cpu",
     shard_size: int = DEFAULT_SHARD_SIZE,
     first_shard_size: int | None = None,
@@ -237,7 +241,8 @@ def encode_corpus(
     log: Callable[[str], None] | None = None,
     model_source: str | os.PathLike[str] | None = None,
 ) -> CorpusSummary:
-    """Encode every item of ``source`` at ``bandwidth`` kbps into sharded Parquet in ``out_dir``.
+    """Encode every item of ``source`` at ``bandwidth`` kbps (or ``n_q`` codebooks) into sharded Parquet
+    in ``out_dir``, with EnCodec or a Mimi, DAC or SNAC model.
 
     Re-running the same call on the same folder resumes: finished shards are kept, the others are
     (re)done; the inputs are those listed by the first run (a file gone or changed since becomes an
@@ -246,7 +251,15 @@ def encode_corpus(
 
     Args:
         source: audio folder, ``.csv``/``.jsonl`` manifest, datasets folder / Parquet, or hub dataset.
-        model: hub id, model folder, Meta ``.th`` file, or a loaded :class:`~rvqkit.Codec`.
+        model: hub id, model folder or weights file of EnCodec, Mimi, DAC or SNAC (the family is
+            :func:`rvqkit.families.family_of`'s), a loaded :class:`~rvqkit.Codec`, or a
+            :class:`~rvqkit.family_codec.FamilyCodec` from :func:`rvqkit.families.load_family_model`.
+            Each item's codes equal ``Codec.encode`` (see ``lstm_batch``) / ``FamilyCodec.encode`` of
+            that item alone, whatever it is batched with.
+        bandwidth: kbps. EnCodec: one of its bandwidths (default 6). Mimi, DAC, SNAC: only a bandwidth
+            that is exactly one of the model's (as ``rvqkit encode -b``), else give ``n_q``.
+        n_q: Mimi, DAC and SNAC: codebooks (SNAC: levels, coarsest first) to keep, 1 to the model's
+            number (default: all). Not for EnCodec (give ``bandwidth``).
         shard_size: items per shard (rows per Parquet file, fewer where items fail).
         first_shard_size: items of the first shard (default
             :data:`~rvqkit.corpus.job.DEFAULT_FIRST_SHARD_SIZE`, at most
@@ -277,7 +290,7 @@ def encode_corpus(
             used by ``decode`` and by Ray actors to load their own copy).
     """
     settings = JobSettings(
-        bandwidth=bandwidth, device=device, shard_size=shard_size, first_shard_size=first_shard_size,
+        bandwidth=bandwidth, n_q=n_q, device=device, shard_size=shard_size, first_shard_size=first_shard_size,
         workers=workers, threads=threads, lstm_batch=lstm_batch, window=window, batch_seconds=batch_seconds,
         min_duration=min_duration, max_duration=max_duration, audio_column=audio_column, split=split,
         tokens=tuple(tokens), token_offset=token_offset, token_begin=token_begin, token_end=token_end,
@@ -285,7 +298,11 @@ def encode_corpus(
     )  # fmt: skip
     if progress is not None and not callable(progress):
         raise CorpusError(f"progress must be a callable taking an EncodeProgress, got {progress!r}")
-    codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
+    codec = load_model(model, device)
+    if is_family(codec) and engine == "ray":
+        raise CorpusError(
+            f"engine='ray' runs EnCodec only for now; encode {family_name(codec)} models with engine='local'"
+        )
     token_specs = settings.token_specs(codec)
     src = open_source(source, audio_column=audio_column, split=split)
     out = OutputDir(out_dir)
@@ -307,11 +324,19 @@ def encode_corpus(
 
 
 def _model_source(
-    model: str | os.PathLike[str] | Codec, codec: Codec, given: str | os.PathLike[str] | None
+    model: str | os.PathLike[str] | CorpusModel, codec: CorpusModel, given: str | os.PathLike[str] | None
 ) -> str:
     """What the manifest records as the model's origin: ``given``, else the model argument (a Codec's
-    name); a path that exists as an absolute path, so that it works from another folder."""
-    text = str(given) if given is not None else codec.name if isinstance(model, Codec) else str(model)
+    name, a FamilyCodec's source); a path that exists as an absolute path, so that it works from
+    another folder."""
+    if given is not None:
+        text = str(given)
+    elif isinstance(model, Codec):
+        text = model.name
+    elif is_family(model):
+        text = str(model.source)
+    else:
+        text = str(model)
     path = Path(text).expanduser()
     return str(path.resolve()) if path.exists() else text
 
@@ -343,13 +368,21 @@ def resumed_source(src: Source, recorded: list[Item] | None) -> Source:
 
 
 def _run(
-    out: OutputDir, job: CorpusJob, src: Source, codec: Codec, progress: ProgressCallback | None
+    out: OutputDir, job: CorpusJob, src: Source, codec: CorpusModel, progress: ProgressCallback | None
 ) -> CorpusSummary:
     """Encode the shards not done yet and finish the output folder (under the job's lock)."""
     items, layout, s = src.items, job.layout, job.settings
     done = {k: rec for k in range(layout.num_shards) if (rec := out.read_record(k)) is not None}
     todo = [it for it in items if layout.shard_of(it.index) not in done]
-    sch = schema(codec.config.normalize, src.extra_columns, [t.field for t in job.tokens], s.codes)
+    has_scales = isinstance(codec, Codec) and codec.config.normalize
+    sch = schema(has_scales, src.extra_columns, [t.field for t in job.tokens], s.codes)
+    sch = sch.with_metadata(
+        {
+            "rvqkit.family": family_name(codec),
+            "rvqkit.model_source": job.model_source,
+            "rvqkit.n_q": str(job.n_q),
+        }
+    )
     spec = LoadSpec(codec.sample_rate, codec.channels, s.min_duration, s.max_duration)
     start = time.perf_counter()
     counter = JobProgress(len(items), len(items) - len(todo), progress)
@@ -360,8 +393,9 @@ def _run(
     elif todo:
         from .ray_engine import run_ray
 
+        assert isinstance(codec, Codec)  # encode_corpus refuses the families on Ray
         run_ray(
-            collector, src, todo, spec, bandwidth=s.bandwidth, device=s.device, batch_seconds=s.batch_seconds,
+            collector, src, todo, spec, bandwidth=job.bandwidth, device=s.device, batch_seconds=s.batch_seconds,
             model=job.model_source if _loadable(job.model_source) else codec, lstm_batch=s.lstm_batch,
             address=s.ray_address, num_actors=s.num_actors,
         )  # fmt: skip
@@ -384,7 +418,7 @@ def _encode_local(
     src: Source,
     todo: Sequence[Item],
     spec: LoadSpec,
-    codec: Codec,
+    codec: CorpusModel,
     first_end: int,
 ) -> None:
     """:func:`run_local` with the job's settings, the model on ``threads`` torch threads (restored
@@ -397,6 +431,7 @@ def _encode_local(
         run_local(
             collector, src, todo, spec, codec, s.bandwidth, auto_batch_samples(codec, s.batch_seconds),
             default_workers() if s.workers is None else s.workers, s.window, s.lstm_batch, first_end=first_end,
+            n_q=job.n_q,
         )  # fmt: skip
     finally:
         torch.set_num_threads(saved)

@@ -77,8 +77,9 @@ def pack(results: Sequence[Result]) -> dict[str, np.ndarray]:
         "reason": col([r.reason or "" for r in results]),
         "message": col([r.message or "" for r in results]),
         "model_samples": col([r.model_samples for r in results], np.int64),
-        "n_q": col([0 if r.codes is None else r.codes.shape[0] for r in results], np.int64),
-        "codes": col([b"" if r.codes is None else r.codes.astype(np.int16).tobytes() for r in results]),
+        # EnCodec only (encode_corpus refuses the families on Ray): codes are [n_q, frames] arrays
+        "n_q": col([0 if r.codes is None else np.asarray(r.codes).shape[0] for r in results], np.int64),
+        "codes": col([b"" if r.codes is None else np.asarray(r.codes, np.int16).tobytes() for r in results]),
         "scales": col([b"" if r.scales is None else r.scales.astype(np.float32).tobytes() for r in results]),
     }
 

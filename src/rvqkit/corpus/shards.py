@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import TMP_MARK, write_atomic
-from .items import CorpusError, Item, Result
+from .items import CorpusError, Item, ItemCodes, Result, code_frames
 from .lock import LOCK_NAME
 
 if TYPE_CHECKING:
@@ -114,18 +114,37 @@ def schema(
     return pa.schema(fields)
 
 
-def _codes_array(codes: Sequence[np.ndarray]) -> pa.Array:
-    """``list<list<int16>>`` from int16 ``[n_q, frames]`` arrays without a Python loop over frames."""
-    n_q = np.array([c.shape[0] for c in codes], dtype=np.int32)
+def _codes_array(codes: Sequence[ItemCodes]) -> pa.Array:
+    """``list<list<int16>>`` from int16 ``[n_q, frames]`` arrays (or SNAC's lists of per-level
+    ``[frames_i]`` arrays: ``[level][frames_i]``) without a Python loop over frames."""
+    parts = [_Levels.of(c) for c in codes]
+    n_q = np.array([len(p.lengths) for p in parts], dtype=np.int32)
     # [[]]: no items gives an empty array (the stub wants arrays only)
-    frames = np.concatenate([np.full(c.shape[0], c.shape[1], dtype=np.int32) for c in codes] or [[]])  # type: ignore[list-item]
+    frames = np.concatenate([p.lengths for p in parts] or [[]])  # type: ignore[list-item]
     inner_off = np.concatenate([[0], np.cumsum(frames)]).astype(np.int32)
     outer_off = np.concatenate([[0], np.cumsum(n_q)]).astype(np.int32)
     values = pa.array(
-        np.concatenate([c.reshape(-1) for c in codes]) if codes else np.zeros(0, np.int16), pa.int16()
+        np.concatenate([p.values for p in parts]) if parts else np.zeros(0, np.int16), pa.int16()
     )
     inner = pa.ListArray.from_arrays(pa.array(inner_off), values)
     return pa.ListArray.from_arrays(pa.array(outer_off), inner)
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """One item's codes as one flat int16 array and the length of each of its lists (codebooks, or
+    SNAC's levels)."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, codes: ItemCodes) -> _Levels:
+        if isinstance(codes, np.ndarray):  # [n_q, frames]
+            return cls(codes.reshape(-1), np.full(codes.shape[0], codes.shape[1], dtype=np.int32))
+        flat = [np.asarray(v, dtype=np.int16).reshape(-1) for v in codes]
+        values = np.concatenate(flat) if flat else np.zeros(0, np.int16)
+        return cls(values, np.array([len(v) for v in flat], dtype=np.int32))
 
 
 def build_table(items: Sequence[Item], results: Sequence[Result], sch: pa.Schema) -> pa.Table:
@@ -139,7 +158,7 @@ def build_table(items: Sequence[Item], results: Sequence[Result], sch: pa.Schema
         "num_samples": [r.num_samples for r in results],
         "duration": [r.duration for r in results],
         "model_samples": [r.model_samples for r in results],
-        "num_frames": [int(r.codes.shape[-1]) for r in results],  # type: ignore[union-attr]  # all ok
+        "num_frames": [0 if r.codes is None else code_frames(r.codes) for r in results],  # all ok: codes set
     }
     arrays = [pa.array(cols[f.name], f.type) for f in sch if f.name in cols]
     names = [f.name for f in sch if f.name in cols]
@@ -324,7 +343,7 @@ class OutputDir:
             "rows": len(ok),
             "errors": errors,
             "audio_seconds": sum(r.duration for _, r in ok),
-            "frames": sum(int(r.codes.shape[-1]) for _, r in ok),  # type: ignore[union-attr,misc]  # ok: has codes
+            "frames": sum(code_frames(r.codes) for _, r in ok if r.codes is not None),
         }
         write_json_atomic(self.record_path(k), rec)
         return rec

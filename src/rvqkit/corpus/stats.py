@@ -64,7 +64,7 @@ class CorpusStats:
     bandwidth: float  # kbps
     n_q: int
     codebook_size: int
-    frame_rate: float  # frames per second
+    frame_rate: float  # frames per second (SNAC: of the finest level)
     items: int  # inputs of the finished shards
     rows: int
     errors: int
@@ -77,6 +77,7 @@ class CorpusStats:
     layouts: list[LayoutRate]
     histogram: np.ndarray = field(repr=False)  # int64 [n_q, codebook_size]: code counts
     durations: np.ndarray = field(repr=False)  # float32 [rows]: seconds
+    family: str = "encodec"  # or "mimi", "dac", "snac" (SNAC: n_q counts levels, frames the finest)
 
     @property
     def hours(self) -> float:
@@ -204,6 +205,7 @@ def corpus_stats(out_dir: str | os.PathLike[str], batch_rows: int = BATCH_ROWS) 
                     for k in range(c.shape[0]):
                         hist[k] += np.bincount(c[k], minlength=size)[:size]
     dur = np.concatenate(durations) if durations else np.zeros(0, np.float32)
+    family = str(manifest.get("family", "encodec"))
     audio_seconds = float(dur.astype(np.float64).sum())
     books = []
     for k in range(n_q):
@@ -227,9 +229,13 @@ def corpus_stats(out_dir: str | os.PathLike[str], batch_rows: int = BATCH_ROWS) 
         audio_seconds=audio_seconds,
         frames=frames,
         codebooks=books,
-        layouts=layout_rates(n_q, size, rows, frames, audio_seconds, manifest.get("tokens")),
+        # SNAC's levels run at several frame rates: no one-rate token layout applies
+        layouts=[]
+        if family == "snac"
+        else layout_rates(n_q, size, rows, frames, audio_seconds, manifest.get("tokens")),
         histogram=hist,
         durations=dur,
+        family=family,
     )
 
 
