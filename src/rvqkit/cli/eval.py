@@ -1,10 +1,13 @@
-"""``rvqkit eval``: objective quality per bandwidth and per codebook count against Opus and MP3."""
+"""``rvqkit eval``: objective quality per bandwidth and per codebook count against Opus and MP3, for
+EnCodec, Mimi, DAC and SNAC models, one model or several side by side (``--model`` repeated)."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,7 +26,6 @@ from . import (
     DEFAULT_DEVICE,
     DEFAULT_MODEL,
     DeviceOpt,
-    ModelOpt,
     OverwriteOpt,
     app,
     err,
@@ -31,6 +33,29 @@ from . import (
     threads_option,
     user_errors,
 )
+
+# the eval command's own flags for library parameter names (rvqkit.cli.messages covers the shared ones)
+EVAL_FLAGS = {"n_q": "--n-q", "bandwidths": "--bandwidth"}
+
+
+def eval_message(message: str) -> str:
+    """A library message in this command's terms: ``n_q=`` -> ``--n-q``, ``n_q must`` -> ``--n-q must``,
+    ``bandwidths=`` -> ``--bandwidth``."""
+    for name, flag in EVAL_FLAGS.items():
+        message = re.sub(rf"\b{name}=\B", flag, message)
+        message = re.sub(rf"\b{name}=", flag + " ", message)
+        message = re.sub(rf"(^|: |; ){name} must\b", rf"\g<1>{flag} must", message)
+    return message
+
+
+def load_models(models: list[str], device: str) -> list:
+    """Load each ``--model``: a Mimi, DAC or SNAC model as a FamilyCodec, any other as EnCodec's Codec."""
+    from .family import load_family, model_family
+
+    out = []
+    for m in models:
+        out.append(load_family(m, device) if model_family(m) else load_codec(m, device))
+    return out
 
 
 def parse_list(text: str | None, kind: type, what: str) -> list | None:
@@ -54,14 +79,24 @@ def eval_command(
         Path,
         typer.Option("--out", "-o", help="Report folder (report.md/.json, items.csv, plots, index.html)."),
     ],
-    model: ModelOpt = DEFAULT_MODEL,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="EnCodec, Mimi, DAC or SNAC model: hub id, model folder or weights file (default: "
+            f"$RVQKIT_MODEL, else {DEFAULT_MODEL}). Repeat it to compare models in one report.",
+        ),
+    ] = None,
     bandwidth: Annotated[
         str | None, typer.Option("--bandwidth", "-b", help="Bandwidths in kbps, e.g. 6,12 (default: all).")
     ] = None,
     n_q: Annotated[
         str | None,
         typer.Option(
-            "--n-q", help="First-k codebook counts at the top bandwidth, e.g. 1,2,8 (default: all)."
+            "--n-q",
+            help="First-k codebook counts, e.g. 1,2,8 (default: all): EnCodec at the top bandwidth; "
+            "SNAC: first k levels.",
         ),
     ] = None,
     metrics: Annotated[
@@ -92,11 +127,42 @@ def eval_command(
 ) -> None:
     """Measure what each bandwidth and each codebook count costs in quality on your audio (SI-SDR, mel and
     multi-resolution STFT distances, PESQ, STOI, ViSQOL), with the real entropy-coded bitrate, codebook
-    usage and LM tokens per second, against Opus and MP3 at the same bitrates."""
+    usage and LM tokens per second, against Opus and MP3 at the same bitrates. Mimi, DAC and SNAC models
+    are scored per codebook count; repeat --model to compare models side by side in one report."""
+    try:
+        _eval(**locals())
+    except RvqkitError as e:
+        raise RvqkitError(eval_message(str(e))) from e
+
+
+def _eval(
+    inputs: list[str],
+    out: Path,
+    model: list[str] | None,
+    bandwidth: str | None,
+    n_q: str | None,
+    metrics: str | None,
+    no_baselines: bool,
+    lm_model: Path | None,
+    lm_items: int,
+    workers: int,
+    examples: int,
+    no_plots: bool,
+    device: str,
+    threads: int | None,
+    overwrite: bool,
+) -> None:
+    from ..eval.compare import compare, model_name
     from ..eval.metrics import METRICS
     from ..eval.report import TITLES, check_report_folder, main_table, summary_rows, write_report
     from ..eval.run import list_inputs, run_eval
+    from ..family_codec import FamilyCodec
     from ..lm import find_lm
+
+    models = list(model or [os.environ.get("RVQKIT_MODEL") or DEFAULT_MODEL])
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:
+        raise RvqkitError(f"--model {twice[0]} is given more than once")
 
     check_report_folder(out, overwrite)
     if workers < 0 or lm_items < 0 or examples < 0:
@@ -110,13 +176,23 @@ def eval_command(
     if unknown:
         raise RvqkitError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     list_inputs(inputs)  # a missing input fails before the model loads
-    codec = load_codec(model, device)
-    lm = lm_model
-    if lm is None and lm_items > 0:
-        try:
-            lm = find_lm(codec.name, near=model if Path(model).exists() else None)
-        except RvqkitError:  # no LM is known for this model
-            lm = None
+    codecs = load_models(models, device)
+    encodec = [c for c in codecs if not isinstance(c, FamilyCodec)]
+    if lm_model is not None and not encodec:
+        raise RvqkitError("--lm-model is EnCodec's entropy coding; none of the models is EnCodec")
+    if bws is not None and not encodec:
+        raise RvqkitError(
+            "--bandwidth selects EnCodec bandwidths; Mimi, DAC and SNAC rows are codebook counts: use --n-q"
+        )
+    lms: list[Path | str | None] = []
+    for m, codec in zip(models, codecs, strict=True):
+        lm: Path | str | None = None if isinstance(codec, FamilyCodec) else lm_model
+        if lm is None and lm_items > 0 and not isinstance(codec, FamilyCodec):
+            try:
+                lm = find_lm(codec.name, near=m if Path(m).exists() else None)
+            except RvqkitError:  # no LM is known for this model
+                lm = None
+        lms.append(lm)
     columns = [
         TextColumn("eval"),
         BarColumn(),
@@ -127,19 +203,19 @@ def eval_command(
     ]
     with Progress(*columns, console=err) as bar:
         task = bar.add_task("eval", total=None)
-        result = run_eval(
-            codec,
-            inputs,
-            bws,
-            ks,
-            baselines=not no_baselines,
-            metrics=names,
-            lm=lm,
-            lm_items=lm_items,
-            workers=workers,
-            examples=examples,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+        options: dict[str, Any] = {
+            "baselines": not no_baselines,
+            "metrics": names,
+            "lm_items": lm_items,
+            "workers": workers,
+            "examples": examples,
+            "progress": lambda done, total: bar.update(task, completed=done, total=total),
+        }
+        if len(codecs) == 1:
+            result = run_eval(codecs[0], inputs, bws, ks, lm=lms[0], **options)
+        else:
+            names_ = [model_name(c) for c in codecs]
+            result = compare(codecs, inputs, bws, ks, names=names_, lm=lms, **options)
     files = write_report(result, out, overwrite=overwrite, plots=not no_plots)
     info = result.info
     head, cells = main_table(summary_rows(result.rows, tuple(info["metrics"])), info)

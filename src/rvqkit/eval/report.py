@@ -41,6 +41,9 @@ TITLES = {
 KEYS = ("codec", "setting", "label", "n_q", "kbps")
 EXTRA_MEANS: tuple[str, ...] = ("real_kbps", "ecdc_kbps", "ecdc_lm_kbps", "delay_samples")
 EXTRA_MEANS += ("steps_per_s_flatten", "steps_per_s_delay", "steps_per_s_parallel")
+#: means kept only where a row has the column (Mimi, DAC and SNAC rows: codes per second of audio)
+OPTIONAL_MEANS: tuple[str, ...] = ("tokens_per_s",)
+BASELINE_CODECS = ("opus", "mp3")
 DPI = 110
 
 
@@ -50,16 +53,24 @@ def _values(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return v[~np.isnan(v)]
 
 
-def _order(s: dict[str, Any]) -> tuple:
+def _order(s: dict[str, Any], models: dict[str, int] | None = None) -> tuple:
+    """Each model's rows (in the order the models came; per bandwidth, then per k), then the baselines
+    (in a comparison: grouped by the model whose rate they ran at)."""
     rank = {"bandwidth": 0, "k": 1, "baseline": 2}[s["setting"]]
-    return (rank, s["codec"], s["kbps"], 0 if s["n_q"] is None else s["n_q"])
+    model = (models or {}).get(s.get("model", ""), 0)
+    return (rank == 2, model, rank, s["codec"], s["kbps"], 0 if s["n_q"] is None else s["n_q"])
 
 
 def summary_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
     """Per codec, setting and bitrate (``KEYS``): ``items``; for each metric ``<m>_mean``, ``<m>_median``,
     ``<m>_p10`` (10th percentile) and ``<m>_n`` (items scored); ``<m>_aligned_mean``; and the means of
-    the bitrates, delay and LM steps per second. Skipped (NaN) values are left out of each statistic."""
+    the bitrates, delay and LM steps per second; ``model`` where the rows name their model (a
+    comparison of models). Skipped (NaN) values are left out of each statistic."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
+    models: dict[str, int] = {}
+    for r in rows:
+        if "model" in r and r["codec"] not in BASELINE_CODECS:
+            models.setdefault(r["model"], len(models))
     for r in rows:
         n_q = r.get("n_q")
         n_q = None if n_q is None or (isinstance(n_q, float) and math.isnan(n_q)) else int(n_q)
@@ -67,6 +78,8 @@ def summary_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS)
     out = []
     for key, rs in groups.items():
         s: dict[str, Any] = dict(zip(KEYS, key, strict=True))
+        if "model" in rs[0]:
+            s["model"] = rs[0]["model"]
         s["items"] = len(rs)
         for m in metrics:
             v = _values(rs, m)
@@ -77,11 +90,11 @@ def summary_rows(rows: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS)
                 s[f"{m}_p10"] = float(np.percentile(v, 10)) if len(v) else math.nan
                 a = _values(rs, f"{m}_aligned")
                 s[f"{m}_aligned_mean"] = float(a.mean()) if len(a) else math.nan
-        for k in EXTRA_MEANS:
+        for k in (*EXTRA_MEANS, *(k for k in OPTIONAL_MEANS if any(k in r for r in rs))):
             v = _values(rs, k)
             s[k] = float(v.mean()) if len(v) else math.nan
         out.append(s)
-    return sorted(out, key=_order)
+    return sorted(out, key=lambda s: _order(s, models))
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -142,17 +155,66 @@ def skip_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
+FAMILY_NAMES = {"mimi": "Mimi", "dac": "DAC", "snac": "SNAC"}
+
+
+def model_infos(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each model's facts: ``info["models"]`` in a comparison, else ``[info]``."""
+    return list(info.get("models", [info]))
+
+
+def _settings_line(m: dict[str, Any]) -> str:
+    """What was evaluated for one model: bandwidths and k (EnCodec) or codebook counts (the others)."""
+    ks = ", ".join(map(str, m["n_q"]))
+    if m.get("family") == "snac":
+        return f"**n_q**: {ks} of {m['num_codebooks']} levels (first k levels, coarsest first)"
+    if m.get("family"):
+        return f"**n_q**: {ks} of {m['num_codebooks']} codebooks (first k codebooks)"
+    return (
+        f"**bandwidths**: {', '.join(f'{b:g}' for b in m['bandwidths'])} kbps; "
+        f"**k**: {ks} of {m['top_n_q']} codebooks at the top bandwidth"
+    )
+
+
+def _model_fact(m: dict[str, Any]) -> str:
+    kind = FAMILY_NAMES.get(m.get("family") or "", "EnCodec")
+    return f"{m['model']} ({kind}, {m['sample_rate']} Hz, {m['channels']} ch, {m['frame_rate']:g} frames/s)"
+
+
+def _header_lines(info: dict[str, Any]) -> list[str]:
+    if "models" not in info:
+        model = f"{info['model']} ({info['sample_rate']} Hz, {info['channels']} ch)"
+        if info.get("family"):
+            model = _model_fact(info)
+        return [
+            f"- **model**: {model}",
+            f"- **items**: {info['items_scored']} scored of {info['items']} ({info['seconds']:.1f} s of audio)",
+            f"- {_settings_line(info)}",
+            f"- **real bitrate**: {info['entropy_coding']['note']}",
+        ]
+    out = [f"- **models compared**: {len(info['models'])}; each scored at its own sample rate"]
+    out += [f"- **{m['name']}**: {_model_fact(m)}; {_settings_line(m)}" for m in info["models"]]
+    out += [
+        f"- **items**: {info['items_scored']} scored of {info['items']} ({info['seconds']:.1f} s of audio)",
+        f"- **real bitrate**: {info['entropy_coding']['note']}",
+    ]
+    return out
+
+
+def _tokens_per_s(s: dict[str, Any], info: dict[str, Any]) -> float:
+    v = s.get("tokens_per_s", math.nan)
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    by_name = {m.get("name"): m for m in model_infos(info)}
+    frame_rate = by_name.get(s.get("model"), info).get("frame_rate", info.get("frame_rate", math.nan))
+    return s["n_q"] * frame_rate * 1.0
+
+
 def to_markdown(result: EvalResult, summary: list[dict[str, Any]], plots: list[str]) -> str:
     info = result.info
     ran = _ran(info)
     out = ["# rvqkit eval", ""]
-    out += [
-        f"- **model**: {info['model']} ({info['sample_rate']} Hz, {info['channels']} ch)",
-        f"- **items**: {info['items_scored']} scored of {info['items']} ({info['seconds']:.1f} s of audio)",
-        f"- **bandwidths**: {', '.join(f'{b:g}' for b in info['bandwidths'])} kbps; "
-        f"**k**: {', '.join(map(str, info['n_q']))} of {info['top_n_q']} codebooks at the top bandwidth",
-        f"- **real bitrate**: {info['entropy_coding']['note']}",
-    ]
+    out += _header_lines(info)
     for m, status in info["metrics"].items():
         if status != "ok":
             out.append(f"- **{TITLES[m]} skipped**: {status}")
@@ -184,32 +246,51 @@ def to_markdown(result: EvalResult, summary: list[dict[str, Any]], plots: list[s
     k_rows = [s for s in summary if s["setting"] == "k"]
     if k_rows:
         head = ["k", "kbps", "flatten steps/s", "delay steps/s", "parallel steps/s", "tokens/s"]
+        multi = "models" in info
         cells = [
             [
+                *([s["label"]] if multi else []),
                 str(s["n_q"]),
                 _fmt(s["kbps"]),
                 _fmt(s["steps_per_s_flatten"], 4),
                 _fmt(s["steps_per_s_delay"], 4),
                 _fmt(s["steps_per_s_parallel"], 4),
-                _fmt(s["n_q"] * info["frame_rate"] * 1.0, 4),
+                _fmt(_tokens_per_s(s, info), 4),
             ]
             for s in k_rows
         ]
+        if multi:
+            head = ["setting", *head]
         out += [
             "",
             "## What a language model pays",
             "",
             "Sequence positions per second of audio for each token layout (without begin/end tokens); "
-            "`delay` and `parallel` predict k tokens per position.",
+            "`delay` and `parallel` predict k tokens per position"
+            + (
+                "; SNAC's levels run at different frame rates, so these layouts do not apply to it "
+                "(tokens/s: its codes per second)."
+                if any(m.get("family") == "snac" for m in model_infos(info))
+                else "."
+            ),
             "",
             *_md_table(head, cells),
         ]
     head = ["codebook", "distinct codes", "usage", "entropy bits"]
-    cells = [
-        [str(c["codebook"]), str(c["distinct_codes"]), _fmt(c["usage"]), _fmt(c["entropy_bits"])]
-        for c in info["codebooks"]
-    ]
-    out += ["", "## Codebook usage (all items, top bandwidth)", "", *_md_table(head, cells)]
+    for m in model_infos(info):
+        cells = [
+            [str(c["codebook"]), str(c["distinct_codes"]), _fmt(c["usage"]), _fmt(c["entropy_bits"])]
+            for c in m["codebooks"]
+        ]
+        where = (
+            "top bandwidth"
+            if not m.get("family")
+            else f"first {m['top_n_q']} " + ("levels" if m["family"] == "snac" else "codebooks")
+        )
+        title = f"Codebook usage (all items, {where})"
+        if "name" in m:
+            title = f"{m['name']}: {title[0].lower()}{title[1:]}"
+        out += ["", f"## {title}", "", *_md_table(head, cells)]
     reasons = skip_counts(result.rows)
     if info["skipped_items"] or reasons:
         out += ["", "## Skipped", ""]
@@ -233,27 +314,38 @@ def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]
 
 
 def metric_plot(summary: list[dict[str, Any]], info: dict[str, Any], metric: str) -> Figure:
-    """Mean ``metric`` against bitrate: rvqkit per bandwidth (nominal and real), per k, and baselines."""
+    """Mean ``metric`` against bitrate: each model per bandwidth (nominal and real), per k, and baselines."""
     fig = _figure(7, 4.2)
     ax = fig.subplots()
-    bw = [s for s in summary if s["setting"] == "bandwidth"]
-    ks = [s for s in summary if s["setting"] == "k"]
     y = f"{metric}_mean"
-    if ks:
-        ax.plot(*_finite([s["kbps"] for s in ks], [s[y] for s in ks]), "-", color="tab:blue", alpha=0.45,
-                marker=".", label="rvqkit, first k codebooks")  # fmt: skip
-    if bw:
-        ax.plot(*_finite([s["kbps"] for s in bw], [s[y] for s in bw]), "-o", color="tab:blue",
-                label="rvqkit per bandwidth (nominal kbps)")  # fmt: skip
-        lm = info["entropy_coding"]["items"] > 0
-        ax.plot(*_finite([s["real_kbps"] for s in bw], [s[y] for s in bw]), ":o", color="tab:blue",
-                markerfacecolor="none", label="rvqkit at its real " + (".ecdc bitrate (LM entropy-coded)" if lm
-                                                                      else ".ecdc bitrate (no entropy coding)"))  # fmt: skip
+    models = list(dict.fromkeys(s.get("model") for s in summary if s["codec"] not in BASELINE_CODECS))
+    palette = ["tab:blue", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    by_name = {m.get("name"): m for m in model_infos(info)}
+    for i, model in enumerate(models):
+        m = by_name.get(model, info)
+        name = model or FAMILY_NAMES.get(m.get("family") or "", "rvqkit")
+        color = palette[i % len(palette)]
+        rows = [s for s in summary if s["codec"] not in BASELINE_CODECS and s.get("model") == model]
+        bw = [s for s in rows if s["setting"] == "bandwidth"]
+        ks = [s for s in rows if s["setting"] == "k"]
+        first = "first k levels" if m.get("family") == "snac" else "first k codebooks"
+        if ks:
+            ax.plot(*_finite([s["kbps"] for s in ks], [s[y] for s in ks]), "-", color=color,
+                    alpha=0.45 if bw else 1.0, marker=".", label=f"{name}, {first}")  # fmt: skip
+        if bw:
+            ax.plot(*_finite([s["kbps"] for s in bw], [s[y] for s in bw]), "-o", color=color,
+                    label=f"{name} per bandwidth (nominal kbps)")  # fmt: skip
+            lm = m["entropy_coding"]["items"] > 0
+            ax.plot(*_finite([s["real_kbps"] for s in bw], [s[y] for s in bw]), ":o", color=color,
+                    markerfacecolor="none", label=f"{name} at its real " + (".ecdc bitrate (LM entropy-coded)" if lm
+                                                                           else ".ecdc bitrate (no entropy coding)"))  # fmt: skip
     colors = {"opus": "tab:orange", "mp3": "tab:green"}
-    for codec in sorted({s["codec"] for s in summary if s["setting"] == "baseline"}):
-        rs = [s for s in summary if s["codec"] == codec]
+    base = [s for s in summary if s["setting"] == "baseline"]
+    for codec, model in sorted({(s["codec"], s.get("model") or "") for s in base}):
+        rs = [s for s in base if s["codec"] == codec and (s.get("model") or "") == model]
+        at = rs[0]["label"].partition(" @ ")[2]
         ax.plot(*_finite([s["real_kbps"] for s in rs], [s[y] for s in rs]), "-s", color=colors.get(codec, "gray"),
-                label=f"{codec} (real kbps)")  # fmt: skip
+                label=f"{codec} (real kbps)" + (f" @ {at}" if at else ""))  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bitrate (kbps)")
     ax.set_ylabel(f"{TITLES[metric]} {UNITS[metric]}".strip())
@@ -264,7 +356,7 @@ def metric_plot(summary: list[dict[str, Any]], info: dict[str, Any], metric: str
     return fig
 
 
-def codebook_plot(info: dict[str, Any]) -> Figure:
+def codebook_plot(info: dict[str, Any], title: str = "Codebook usage over all items") -> Figure:
     fig = _figure(7, 3.4)
     ax = fig.subplots()
     cb = info["codebooks"]
@@ -275,7 +367,7 @@ def codebook_plot(info: dict[str, Any]) -> Figure:
     ax2 = ax.twinx()
     ax2.plot(x, [c["distinct_codes"] for c in cb], "o", color="tab:red", label="distinct codes")
     ax2.set_ylabel("distinct codes")
-    ax.set_title("Codebook usage over all items", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.legend(fontsize=7, loc="outside lower center", ncols=2)
     return fig
@@ -288,8 +380,16 @@ def save_plots(summary: list[dict[str, Any]], info: dict[str, Any], folder: Path
     for m in _ran(info):
         metric_plot(summary, info, m).savefig(folder / f"{m}.png", dpi=DPI, format="png")
         out.append(f"plots/{m}.png")
-    codebook_plot(info).savefig(folder / "codebooks.png", dpi=DPI, format="png")
-    return [*out, "plots/codebooks.png"]
+    if "models" not in info:
+        codebook_plot(info).savefig(folder / "codebooks.png", dpi=DPI, format="png")
+        return [*out, "plots/codebooks.png"]
+    for m in info["models"]:
+        name = f"codebooks_{_slug(m['name'])}.png"
+        codebook_plot(m, f"{m['name']}: codebook usage over all items").savefig(
+            folder / name, dpi=DPI, format="png"
+        )
+        out.append(f"plots/{name}")
+    return out
 
 
 def plots_available() -> bool:
@@ -319,13 +419,13 @@ def _slug(text: str) -> str:
 
 
 def _label_order(pair: tuple[str, Any]) -> tuple:
-    """rvqkit first, then each baseline codec; by bitrate ("<codec> <kbps> kbps ...")."""
+    """The models first, then each baseline codec; by bitrate ("<codec> <kbps> kbps ...")."""
     codec, kbps = (pair[0].split() + ["", ""])[:2]
     try:
-        rate = float(kbps)
+        rate = float(kbps[2:]) if kbps.startswith("k=") else float(kbps)
     except ValueError:
         rate = math.inf
-    return (codec != "rvqkit", codec, rate)
+    return (codec in BASELINE_CODECS, codec, rate)
 
 
 def write_examples(result: EvalResult, folder: Path) -> list[dict[str, Any]]:
@@ -342,7 +442,7 @@ def write_examples(result: EvalResult, folder: Path) -> list[dict[str, Any]]:
             *sorted(ex.reconstructions.items(), key=_label_order),
         ]:
             name = f"{n:02d}_{_slug(label)}.wav"
-            write_audio(folder / name, np.asarray(audio), sr, overwrite=True)
+            write_audio(folder / name, np.asarray(audio), ex.rates.get(label, sr), overwrite=True)
             players.append((label, f"audio/{name}"))
         out.append({"item": ex.item, "players": players})
     return out
@@ -361,6 +461,10 @@ def to_html(result: EvalResult, summary: list[dict[str, Any]], plots: list[str],
         f"{info['sample_rate']} Hz, {info['channels']} channel(s)</li>",
         f"<li>real bitrate: {e(info['entropy_coding']['note'])}</li>",
     ]
+    if "models" in info:
+        parts += [f"<li>{e(m['name'])}: {e(_model_fact(m))}</li>" for m in info["models"]]
+    elif info.get("family"):
+        parts.append(f"<li>{e(_model_fact(info))}</li>")
     for m, status in info["metrics"].items():
         if status != "ok":
             parts.append(f"<li>{e(TITLES[m])} skipped: {e(status)}</li>")

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from ..tokens.patterns import LayoutName, TokenLayout
 from . import baselines as bl
 from . import metrics as M
 
+if TYPE_CHECKING:
+    from ..family_codec import FamilyCodec
+
 LAYOUTS: tuple[LayoutName, ...] = ("flatten", "delay", "parallel")
 DEFAULT_LM_ITEMS = 3
 DEFAULT_MAX_DELAY_S = 0.05  # delay search range for the aligned metrics, seconds either way
@@ -49,11 +52,13 @@ class EvalError(RvqkitError):
 
 @dataclass
 class Example:
-    """An item kept for listening: the original and each reconstruction (by row label), model rate."""
+    """An item kept for listening: the original and each reconstruction (by row label), model rate
+    (``rates``: the sample rate in Hz of a reconstruction at another rate, in a comparison of models)."""
 
     item: str
     original: np.ndarray
     reconstructions: dict[str, np.ndarray] = field(default_factory=dict)
+    rates: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,7 +167,7 @@ def _tokens_per_second(n_q: int, frames: int, seconds: float) -> dict[str, float
 
 # -- the run -----------------------------------------------------------------------------------------------
 def run_eval(
-    codec: Codec,
+    codec: Codec | FamilyCodec,
     inputs: Iterable[str | os.PathLike[str]] | Mapping[str, tuple[np.ndarray, int]],
     bandwidths: Sequence[float] | None = None,
     n_q: Sequence[int] | None = None,
@@ -175,8 +180,22 @@ def run_eval(
     examples: int = 0,
     max_delay_s: float = DEFAULT_MAX_DELAY_S,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> EvalResult:
-    """Evaluate ``codec`` on ``inputs``; see :func:`rvqkit.eval.evaluate` for the arguments."""
+    """Evaluate ``codec`` on ``inputs``; see :func:`rvqkit.eval.evaluate` for the arguments. ``name``
+    starts the model's row labels (default ``"rvqkit"``: ``"rvqkit 6 kbps"``, ``"rvqkit k=2"``). A Mimi,
+    DAC or SNAC model (:class:`~rvqkit.family_codec.FamilyCodec`) goes to
+    :func:`rvqkit.eval.families.run_family_eval` (rows per codebook count)."""
+    from ..family_codec import FamilyCodec
+
+    if isinstance(codec, FamilyCodec):
+        from .families import run_family_eval
+
+        return run_family_eval(
+            codec, inputs, bandwidths, n_q, baselines=baselines, metrics=metrics, lm=lm, lm_items=lm_items,
+            workers=workers, examples=examples, max_delay_s=max_delay_s, progress=progress, name=name,
+        )  # fmt: skip
+    prefix = name or "rvqkit"
     t_start = time.perf_counter()
     bws, ks, top = _check_settings(codec, bandwidths, n_q)
     wanted = tuple(M.METRICS if metrics is None else metrics)
@@ -341,14 +360,14 @@ def run_eval(
                         **_tokens_per_second(n, nf, seconds),
                     }
                     if example is not None and any(s == "bandwidth" for s, _ in served):
-                        example.reconstructions[f"rvqkit {codec.config.bandwidth_for_n_q(n):g} kbps"] = est
+                        example.reconstructions[f"{prefix} {codec.config.bandwidth_for_n_q(n):g} kbps"] = est
 
                     def got_scores(scores, facts=facts, served=served) -> None:
                         for setting, kbps in served:
                             label = (
-                                f"rvqkit {kbps:g} kbps"
+                                f"{prefix} {kbps:g} kbps"
                                 if setting == "bandwidth"
-                                else f"rvqkit k={facts['n_q']}"
+                                else f"{prefix} k={facts['n_q']}"
                             )
                             rows.append({**facts, "setting": setting, "label": label, "kbps": kbps, **scores})
                         advance(len(served))
