@@ -18,9 +18,8 @@ from typer.testing import CliRunner
 
 from rvqkit.cli import app, load_commands
 from rvqkit.dac import random_dac, save_dac_pth
-from rvqkit.eval import EvalError, evaluate, run_eval
+from rvqkit.eval import EvalError, compare, evaluate, run_eval
 from rvqkit.eval import metrics as M
-from rvqkit.eval.compare import compare
 from rvqkit.eval.report import summary_rows
 from rvqkit.families import load_family_model
 from rvqkit.mimi import random_mimi, save_hf_folder

@@ -152,7 +152,7 @@ def _eval(
     threads: int | None,
     overwrite: bool,
 ) -> None:
-    from ..eval.compare import compare, model_name
+    from ..eval.comparison import compare, model_name
     from ..eval.metrics import METRICS
     from ..eval.report import TITLES, check_report_folder, main_table, summary_rows, write_report
     from ..eval.run import list_inputs, run_eval

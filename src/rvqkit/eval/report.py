@@ -341,10 +341,13 @@ def metric_plot(summary: list[dict[str, Any]], info: dict[str, Any], metric: str
                                                                            else ".ecdc bitrate (no entropy coding)"))  # fmt: skip
     colors = {"opus": "tab:orange", "mp3": "tab:green"}
     base = [s for s in summary if s["setting"] == "baseline"]
+    drawn: dict[str, int] = {}
     for codec, model in sorted({(s["codec"], s.get("model") or "") for s in base}):
         rs = [s for s in base if s["codec"] == codec and (s.get("model") or "") == model]
         at = rs[0]["label"].partition(" @ ")[2]
-        ax.plot(*_finite([s["real_kbps"] for s in rs], [s[y] for s in rs]), "-s", color=colors.get(codec, "gray"),
+        style = ("-s", "--^", ":v", "-.d")[drawn.get(codec, 0) % 4]  # baselines at each model's rate
+        drawn[codec] = drawn.get(codec, 0) + 1
+        ax.plot(*_finite([s["real_kbps"] for s in rs], [s[y] for s in rs]), style, color=colors.get(codec, "gray"),
                 label=f"{codec} (real kbps)" + (f" @ {at}" if at else ""))  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bitrate (kbps)")
