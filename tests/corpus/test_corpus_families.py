@@ -162,7 +162,6 @@ def test_library_errors_name_parameters(models, folder, tmp_path):
         ),
         ({"n_q": 17}, r"^n_q must be between 1 and 16 \(the model's codebooks\), got 17"),
         ({"n_q": 2, "bandwidth": 0.35}, r"^bandwidth= 0.35 kbps is 4 codebooks, but n_q= 2"),
-        ({"engine": "ray"}, r"^engine='ray' runs EnCodec only for now; .* engine='local'"),
     ):
         with pytest.raises(CorpusError, match=pattern):
             encode_corpus(folder, tmp_path / "out", models["mimi"], workers=0, **kwargs)
@@ -212,7 +211,9 @@ def test_cli_encode_decode_stats(models, folder, tmp_path):
     )
     assert_clean_error(cli(*base, "-b", 7), "--bandwidth 7.0 kbps is not one of this mimi model's")
     assert_clean_error(cli(*base, "--n-q", 3), "other settings (bandwidth, n_q differ)")
-    assert_clean_error(cli(*base, "--engine", "ray"), "--engine 'ray' runs EnCodec only")
+    other = ("corpus", "encode", folder, tmp_path / "other", "-m", models["mimi"], "--n-q", 17)
+    assert_clean_error(cli(*other), "--n-q must be between 1 and 16")
+    assert not (tmp_path / "other").exists()
 
 
 def test_mimi_tokens_only_decode_as_the_codes(models, folder, tmp_path):

@@ -6,9 +6,14 @@ import json
 
 import pytest
 from corpus_helpers import read_output, write_bad_items, write_clips
+from mimi_helpers import SMALL as MIMI_SMALL
+from snac_helpers import SMALL_PLAIN
 
 from rvqkit import Codec
 from rvqkit.corpus import encode_corpus
+from rvqkit.families import load_family_model
+from rvqkit.mimi import random_mimi, save_hf_folder
+from rvqkit.snac import random_snac, save_snac, snac_state_dict
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray (pip install 'rvqkit[ray]')")
 
@@ -44,3 +49,21 @@ def test_ray_engine_equals_local_engine(local_ray, hf_24k, tmp_path):
     for name in ("local", "ray"):
         m = json.loads((tmp_path / name / "manifest.json").read_text())
         assert m["counts"]["rows"] == 5 and m["status"] == "complete"
+
+
+def test_ray_engine_with_mimi_and_snac_equals_local(local_ray, tmp_path):
+    """Mimi (a folder) and SNAC (a loaded FamilyCodec: the actors load its source; its ragged levels
+    travel packed) on Ray give the rows of the local engine."""
+    folder = tmp_path / "audio"
+    write_clips(folder, 4, seed=3, step_s=0.2)
+    mimi = save_hf_folder(random_mimi(MIMI_SMALL, seed=3), tmp_path / "mimi")
+    snac = save_snac(tmp_path / "snac", snac_state_dict(random_snac(SMALL_PLAIN, seed=2)), SMALL_PLAIN)
+    for name, model, n_q in (("mimi", mimi, 3), ("snac", load_family_model(snac), None)):
+        common = dict(shard_size=2, n_q=n_q)
+        local = encode_corpus(folder, tmp_path / f"{name}_local", model, workers=0, threads=1, **common)
+        remote = encode_corpus(folder, tmp_path / f"{name}_ray", model, engine="ray", num_actors=2, **common)
+        assert remote.counts["rows"] == local.counts["rows"] == 4, name
+        got, want = read_output(tmp_path / f"{name}_ray"), read_output(tmp_path / f"{name}_local")
+        assert got.equals(want), name
+        m = json.loads((tmp_path / f"{name}_ray" / "manifest.json").read_text())
+        assert m["family"] == name

@@ -299,10 +299,6 @@ def encode_corpus(
     if progress is not None and not callable(progress):
         raise CorpusError(f"progress must be a callable taking an EncodeProgress, got {progress!r}")
     codec = load_model(model, device)
-    if is_family(codec) and engine == "ray":
-        raise CorpusError(
-            f"engine='ray' runs EnCodec only for now; encode {family_name(codec)} models with engine='local'"
-        )
     token_specs = settings.token_specs(codec)
     src = open_source(source, audio_column=audio_column, split=split)
     out = OutputDir(out_dir)
@@ -393,9 +389,8 @@ def _run(
     elif todo:
         from .ray_engine import run_ray
 
-        assert isinstance(codec, Codec)  # encode_corpus refuses the families on Ray
         run_ray(
-            collector, src, todo, spec, bandwidth=job.bandwidth, device=s.device, batch_seconds=s.batch_seconds,
+            collector, src, todo, spec, bandwidth=None, n_q=job.n_q, device=s.device, batch_seconds=s.batch_seconds,
             model=job.model_source if _loadable(job.model_source) else codec, lstm_batch=s.lstm_batch,
             address=s.ray_address, num_actors=s.num_actors,
         )  # fmt: skip

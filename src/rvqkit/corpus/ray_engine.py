@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..codec import Codec
 from ..runtime import tune_allocator
 from .encoding import auto_batch_samples, encode_loaded
 from .items import CorpusError, Item, Result
 from .loading import LoadSpec, load_item
+from .models import CorpusModel, load_model
 from .sources import Source
 
 ITEMS_PER_CALL = 8  # items per actor call; each call sorts its items by length
@@ -32,21 +32,22 @@ class CodecActor:
 
     def __init__(
         self,
-        model: str | Codec,
-        bandwidth: float,
+        model: str | CorpusModel,
+        bandwidth: float | None,
         device: str,
         spec: LoadSpec,
         batch_seconds: float | None,
         threads: int | None,
         lstm_batch: int,
+        n_q: int | None = None,
     ):
         import torch
 
         tune_allocator()  # as the CLI does in the driver
         if threads:
             torch.set_num_threads(threads)
-        self.codec = model if isinstance(model, Codec) else Codec.from_pretrained(model, device=device)
-        self.bandwidth, self.spec, self.lstm_batch = bandwidth, spec, lstm_batch
+        self.codec = load_model(model, device)  # EnCodec, Mimi, DAC or SNAC
+        self.bandwidth, self.spec, self.lstm_batch, self.n_q = bandwidth, spec, lstm_batch, n_q
         self.max_samples = auto_batch_samples(self.codec, batch_seconds)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -58,7 +59,9 @@ class CodecActor:
             payload = bytes(data) if data is not None and len(data) else str(path)
             listed = (int(size), int(mtime_ns)) if size >= 0 else None
             loaded.append(load_item(int(index), payload, self.spec, listed))
-        return pack(encode_loaded(self.codec, loaded, self.bandwidth, self.max_samples, self.lstm_batch))
+        return pack(
+            encode_loaded(self.codec, loaded, self.bandwidth, self.max_samples, self.lstm_batch, self.n_q)
+        )
 
 
 def pack(results: Sequence[Result]) -> dict[str, np.ndarray]:
@@ -77,11 +80,23 @@ def pack(results: Sequence[Result]) -> dict[str, np.ndarray]:
         "reason": col([r.reason or "" for r in results]),
         "message": col([r.message or "" for r in results]),
         "model_samples": col([r.model_samples for r in results], np.int64),
-        # EnCodec only (encode_corpus refuses the families on Ray): codes are [n_q, frames] arrays
-        "n_q": col([0 if r.codes is None else np.asarray(r.codes).shape[0] for r in results], np.int64),
-        "codes": col([b"" if r.codes is None else np.asarray(r.codes, np.int16).tobytes() for r in results]),
+        # codes: [n_q, frames] arrays, or SNAC's lists of levels ("levels": each level's frames)
+        "n_q": col([0 if r.codes is None else len(r.codes) for r in results], np.int64),
+        "levels": col([_level_lengths(r.codes) for r in results]),
+        "codes": col([b"" if r.codes is None else _flat(r.codes).tobytes() for r in results]),
         "scales": col([b"" if r.scales is None else r.scales.astype(np.float32).tobytes() for r in results]),
     }
+
+
+def _flat(codes: Any) -> np.ndarray:
+    if isinstance(codes, list):
+        return np.concatenate([np.asarray(c, np.int16).reshape(-1) for c in codes])
+    return np.asarray(codes, np.int16).reshape(-1)
+
+
+def _level_lengths(codes: Any) -> bytes:
+    """SNAC: each level's frames as int64 bytes; empty for [n_q, frames] arrays (and errors)."""
+    return np.array([len(c) for c in codes], np.int64).tobytes() if isinstance(codes, list) else b""
 
 
 def unpack(batch: dict[str, np.ndarray]) -> list[Result]:
@@ -98,7 +113,12 @@ def unpack(batch: dict[str, np.ndarray]) -> list[Result]:
         else:
             n_q = int(batch["n_q"][i])
             r.model_samples = int(batch["model_samples"][i])
-            r.codes = np.frombuffer(bytes(batch["codes"][i]), dtype=np.int16).reshape(n_q, -1).copy()
+            flat = np.frombuffer(bytes(batch["codes"][i]), dtype=np.int16).copy()
+            levels = np.frombuffer(bytes(batch["levels"][i]), dtype=np.int64)
+            if len(levels):  # SNAC
+                r.codes = np.split(flat, np.cumsum(levels)[:-1])
+            else:
+                r.codes = flat.reshape(n_q, -1)
             if len(batch["scales"][i]):
                 r.scales = np.frombuffer(bytes(batch["scales"][i]), dtype=np.float32).copy()
         out.append(r)
@@ -111,15 +131,18 @@ def run_ray(
     items: Sequence[Item],
     spec: LoadSpec,
     *,
-    model: str | Codec,
-    bandwidth: float,
+    model: str | CorpusModel,
+    bandwidth: float | None,
     device: str = "cpu",
     batch_seconds: float | None = None,
     lstm_batch: int,
     address: str | None = None,
     num_actors: int | None = None,
+    n_q: int | None = None,
 ) -> None:
-    """Encode ``items`` on Ray Data and hand the results to ``collector`` as they arrive.
+    """Encode ``items`` on Ray Data and hand the results to ``collector`` as they arrive. ``model``:
+    EnCodec, Mimi, DAC or SNAC (a source each actor loads, or a loaded model sent to them); ``n_q``
+    (codebooks) when given, else that of ``bandwidth`` (kbps).
 
     Connects to ``address`` (``"auto"``: the cluster started with ``ray start`` on this machine; None:
     ``RAY_ADDRESS`` if set, else a new local instance), unless Ray is already initialised."""
@@ -170,6 +193,7 @@ def run_ray(
             "batch_seconds": batch_seconds,
             "threads": None if gpu else 1,
             "lstm_batch": lstm_batch,
+            "n_q": n_q,
         },
         batch_size=ITEMS_PER_CALL,
         batch_format="numpy",
