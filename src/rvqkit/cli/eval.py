@@ -152,7 +152,8 @@ def _eval(
     threads: int | None,
     overwrite: bool,
 ) -> None:
-    from ..eval.comparison import compare, model_name
+    from ..eval.comparison import check_compare_settings, compare, model_name
+    from ..eval.families import check_family_settings
     from ..eval.metrics import METRICS
     from ..eval.report import TITLES, check_report_folder, main_table, summary_rows, write_report
     from ..eval.run import list_inputs, run_eval
@@ -193,6 +194,11 @@ def _eval(
             except RvqkitError:  # no LM is known for this model
                 lm = None
         lms.append(lm)
+    # every model's settings checked before anything runs (and before the progress bar)
+    if len(codecs) > 1:
+        check_compare_settings(codecs, [model_name(c) for c in codecs], bws, ks)
+    elif isinstance(codecs[0], FamilyCodec):
+        check_family_settings(codecs[0], bws, ks)
     columns = [
         TextColumn("eval"),
         BarColumn(),
@@ -214,8 +220,7 @@ def _eval(
         if len(codecs) == 1:
             result = run_eval(codecs[0], inputs, bws, ks, lm=lms[0], **options)
         else:
-            names_ = [model_name(c) for c in codecs]
-            result = compare(codecs, inputs, bws, ks, names=names_, lm=lms, **options)
+            result = compare(codecs, inputs, bws, ks, lm=lms, **options)
     files = write_report(result, out, overwrite=overwrite, plots=not no_plots)
     info = result.info
     head, cells = main_table(summary_rows(result.rows, tuple(info["metrics"])), info)
