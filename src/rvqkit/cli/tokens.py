@@ -141,7 +141,7 @@ def tokens(
         with progress_bar(f"encode {bandwidth:g} kbps", info.frames / info.samplerate) as update:
             encoded = encode_file(codec, input, bandwidth, progress=update)
     lay = TokenLayout(
-        layout,  # type: ignore[arg-type]
+        layout,  # type: ignore[arg-type]  # a str the CLI checked against LAYOUTS; TokenLayout takes the Literal
         n_q if n_q is not None else encoded.n_q,
         offset=offset,
         begin=parse_special(begin, "begin"),

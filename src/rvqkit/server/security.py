@@ -91,8 +91,8 @@ class HostOriginGuard:
                 send,
                 400,
                 "bad_host",
-                f"this server does not answer to the host {host_name(host)!r}; start it with "
-                "--trusted-host NAME to allow a name",
+                f"this server does not answer to the host {host_name(host)!r}; the server's trusted_hosts "
+                "setting lists the names it answers to",
             )
         check_origin = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
         if check_origin and origin is not None and not self.origin_ok(origin, host):
@@ -102,8 +102,8 @@ class HostOriginGuard:
                 send,
                 403,
                 "forbidden_origin",
-                f"requests from the web page at {origin!r} are not allowed; start the server with "
-                "--allow-origin ORIGIN to allow a page",
+                f"requests from the web page at {origin!r} are not allowed; the server's allowed_origins "
+                "setting lists the pages it accepts",
             )
         await self.app(scope, receive, send)
 

@@ -58,6 +58,7 @@ def family_token_layout(
         raise TokenError(
             "SNAC's Orpheus layout is not a TokenLayout: use family_tokens(codes, 'snac', 'orpheus')"
         )
+    # layout: a str _check_layout checked; settings: TokenLayout's keywords, typed loosely by the caller
     return TokenLayout(layout, n_q, codebook_size, offset, **settings)  # type: ignore[arg-type]
 
 
