@@ -397,7 +397,7 @@ def stats_tables(st: Any) -> list[Table]:
         ),
         (
             "model",
-            ("" if st.family == "encodec" else f"{st.family} ")
+            ("" if st.family in ("encodec", st.model) else f"{st.family} ")
             + f"{st.model}, {st.bandwidth:g} kbps, {st.n_q} {'levels' if st.family == 'snac' else 'codebooks'} "
             f"of {st.codebook_size}",
         ),
@@ -439,4 +439,4 @@ def stats_tables(st: Any) -> list[Table]:
             f"{r.tokens_per_second:.1f}",
             r.settings,
         )
-    return [summary, books, layouts]
+    return [summary, books, layouts] if st.layouts else [summary, books]  # SNAC: no layout applies
