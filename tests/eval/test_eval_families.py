@@ -178,3 +178,24 @@ def test_cli_errors_are_one_clean_line(models, wav, tmp_path):
         assert "Traceback" not in stderr and "unexpected" not in stderr and "items x settings" not in stderr
         assert message in " ".join(stderr.split()), stderr
         assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_compare_encodec_and_dac(codec24, codecs):
+    """EnCodec beside DAC: bandwidths apply to EnCodec only, n_q to both; each model's rows equal its own
+    run alone."""
+    x = _signal(int(0.4 * IN_SR), IN_SR, 4)
+    inputs = {"a": (x, IN_SR)}
+    opts = {"baselines": False, "metrics": ["si_sdr"], "workers": 0}
+    res = compare([codec24, codecs["dac"]], inputs, bandwidths=[1.5], n_q=[1, 2], **opts)
+    name = codec24.name
+    assert [r["label"] for r in res.rows] == [
+        f"{name} 1.5 kbps", f"{name} k=1", f"{name} k=2", "weights.pth k=1", "weights.pth k=2",
+    ]  # fmt: skip
+    assert res.info["model"] == f"{name} vs weights.pth"
+    for codec, prefix in ((codec24, name), (codecs["dac"], "weights.pth")):
+        alone = run_eval(codec, inputs, [1.5] if codec is codec24 else None, [1, 2], **opts)
+        got = {r["label"]: r["si_sdr"] for r in res.rows if r["model"] == prefix}
+        want = {r["label"].replace(r["label"].split()[0], prefix, 1): r["si_sdr"] for r in alone.rows}
+        assert got == pytest.approx(want, abs=1e-6)
+    with pytest.raises(EvalError, match=rf"^{name}: n_q must be codebook counts in \[1, 2\]"):
+        compare([codecs["dac"], codec24], inputs, bandwidths=[1.5], n_q=[3], **opts)
