@@ -31,6 +31,10 @@ ARITH_MODULES = {
     "test_engine.py",
     "test_snac_parity.py",
     "test_snac_chunked.py",
+    "test_conv.py",
+    "test_lstm.py",
+    "test_seanet.py",
+    "test_streaming.py",
 }
 
 
