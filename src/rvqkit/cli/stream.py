@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import numpy as np
-import soxr
 import typer
 
 from ..audio import check_resampled, check_sample_rate, convert_channels
 from ..errors import AudioError, RvqkitError
+from ..pcm import FrameSplitter, StreamResampler, float_to_pcm, frame_bytes, pcm_to_float
 from . import (
     DEFAULT_DEVICE,
     DEFAULT_MODEL,
@@ -41,22 +41,19 @@ class CodesFormat(str, Enum):
 
 
 MAX_CHUNK_MS = 5000.0
-_DTYPES: dict[PcmFormat, np.dtype] = {PcmFormat.s16le: np.dtype("<i2"), PcmFormat.f32le: np.dtype("<f4")}
 
 
 def _to_float(raw: bytes, fmt: PcmFormat, channels: int) -> np.ndarray:
-    x = np.frombuffer(raw, dtype=_DTYPES[fmt]).reshape(-1, channels).T
-    x = x.astype(np.float32) / 32768.0 if fmt is PcmFormat.s16le else x.astype(np.float32)
+    """Interleaved PCM as ``float32 [channels, samples]``; NaN or Inf is an :class:`AudioError`."""
+    x = pcm_to_float(raw, fmt.value, channels)
     if not np.isfinite(x).all():
         raise AudioError("input PCM contains NaN or Inf samples")
     return x
 
 
 def _from_float(audio: np.ndarray, fmt: PcmFormat) -> bytes:
-    a = np.clip(audio, -1.0, 1.0).T
-    if fmt is PcmFormat.s16le:
-        return np.round(a * 32767.0).astype("<i2").tobytes()
-    return a.astype("<f4").tobytes()
+    """``audio`` ``[channels, samples]`` clipped to ±1, as interleaved PCM."""
+    return float_to_pcm(audio, fmt.value, clip=True)
 
 
 @app.command()
@@ -99,16 +96,11 @@ def stream(
     codec = load_codec(model, device)
     enc = codec.stream_encoder(bandwidth)
     dec = codec.stream_decoder() if decode else None
-    resampler = (
-        None
-        if rate == codec.sample_rate
-        else soxr.ResampleStream(rate, codec.sample_rate, codec.channels, dtype="float32")
-    )
-    frame_bytes = _DTYPES[pcm_format].itemsize * channels
-    read_size = max(1, int(rate * chunk_ms / 1000)) * frame_bytes
+    resampler = StreamResampler(rate, codec.sample_rate, codec.channels)
+    frames = FrameSplitter(frame_bytes(pcm_format.value, channels))
+    read_size = max(1, int(rate * chunk_ms / 1000)) * frames.width
     out = sys.stdout.buffer
     src: BinaryIO = sys.stdin.buffer if input == "-" else _open(input)
-    pending = b""
     start = time.perf_counter()
     samples_read = 0
 
@@ -131,21 +123,19 @@ def stream(
         while True:
             raw = src.read(read_size)
             last = not raw
-            data = pending + raw
-            usable = len(data) - len(data) % frame_bytes
-            pending = data[usable:]
-            x = _to_float(data[:usable], pcm_format, channels)
+            x = _to_float(frames.split(raw), pcm_format, channels)
             samples_read += x.shape[-1]
             x = (
                 convert_channels(x, codec.channels)
                 if x.shape[-1]
                 else np.zeros((codec.channels, 0), np.float32)
             )
-            if resampler is not None:
-                x = np.ascontiguousarray(resampler.resample_chunk(np.ascontiguousarray(x.T), last=last).T)
+            x = resampler.process(x, last=last)
             if last:
-                if pending:
-                    err.print(f"warning: dropped {len(pending)} trailing bytes (not a whole sample frame)")
+                if frames.carry:
+                    err.print(
+                        f"warning: dropped {len(frames.carry)} trailing bytes (not a whole sample frame)"
+                    )
                 if enc.samples_in + x.shape[-1] == 0:
                     if samples_read:
                         check_resampled(samples_read, rate, codec.sample_rate, "the input")

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-import soxr
 import torch
 from fastapi import FastAPI, WebSocket
 from pydantic import BaseModel, ValidationError
@@ -51,13 +50,14 @@ from ..codec import Codec
 from ..engine import DecodeJob, EncodeJob, Engine, Job
 from ..errors import RvqkitError
 from ..packets import CodePacket
+from ..pcm import PCM_DTYPES, FrameSplitter, StreamResampler, float_to_pcm, frame_bytes, pcm_to_float
 from .gate import ModelGate
 from .limits import LimitError, ServerSettings
 from .schemas import CodesMessage, ControlMessage, DecodeStart, EncodeStart
 
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_LATER, CLOSE_ERROR = 1000, 1008, 1013, 1011
 STEP_SAMPLES = 1920  # a live 24 kHz stream's regular feed: 80 ms, 6 frames (the 48 kHz model ignores it)
-DTYPES: dict[str, np.dtype] = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
+DTYPES: dict[str, np.dtype] = PCM_DTYPES
 INLINE_BYTES = 64 * 1024  # PCM messages up to this size, at the model's rate, convert on the event loop
 THNN_MAX_ROWS = 15  # most rows a 1-thread CPU 1x1 convolution keeps off oneDNN (rows_per_call)
 INLINE_JSON_BYTES = 16 * 1024  # codes messages up to this size are parsed on the event loop
@@ -510,17 +510,12 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
             start = _parse(EncodeStart, (await _receive(ws, settings, pace)).get("text"), "start message")
             n_q = codec.n_q_for(start.bandwidth)
             s = hub.open_encoder(n_q)
-            dtype = DTYPES[start.format]
-            width = dtype.itemsize * start.channels
-            resampler = (
-                soxr.ResampleStream(start.sample_rate, rate, start.channels, dtype="float32")
-                if start.sample_rate != rate
-                else None
-            )
+            frames_in = FrameSplitter(frame_bytes(start.format, start.channels))
+            resampler = StreamResampler(start.sample_rate, rate, start.channels)
             max_samples = settings.max_stream_s * rate
             max_backlog = settings.max_backlog_s * rate
             # frames: code frames sent; samples: model-rate samples queued; frames_in: PCM frames received
-            state: dict[str, Any] = {"carry": b"", "frames": 0, "samples": 0, "frames_in": 0}
+            state: dict[str, Any] = {"frames": 0, "samples": 0, "frames_in": 0}
             await _send_json(
                 ws,
                 {
@@ -557,15 +552,10 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
             # runs in a worker thread (conversion of small messages without resampling, a few vector
             # operations on at most INLINE_BYTES, runs inline): the event loop never waits on soxr
             def to_model(pcm: bytes, last: bool) -> np.ndarray:
-                x = np.frombuffer(pcm, dtype=dtype).reshape(-1, start.channels)
-                if dtype.kind == "i":
-                    x = x.astype(np.float32) / 32768.0
-                x = np.asarray(x, dtype=np.float32)
-                if resampler is not None:
-                    x = resampler.resample_chunk(np.ascontiguousarray(x), last=last)
+                x = resampler.process(pcm_to_float(pcm, start.format, start.channels), last=last)
                 if not np.isfinite(x).all():
                     raise StreamClosed("bad_audio", "audio contains NaN or Inf samples")
-                return np.ascontiguousarray(convert_channels(np.ascontiguousarray(x.T), codec.channels))
+                return np.ascontiguousarray(convert_channels(np.ascontiguousarray(x), codec.channels))
 
             def queue(x: np.ndarray) -> None:
                 if x.shape[-1] == 0:
@@ -578,19 +568,17 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                 while True:
                     msg = await _receive(ws, settings, pace)
                     if msg.get("bytes") is not None:
-                        data = state["carry"] + msg["bytes"]
-                        cut = len(data) - len(data) % width
-                        state["carry"] = data[cut:]
-                        admit(cut // width)
-                        if resampler is None and cut <= INLINE_BYTES:  # cheaper than a thread hop
-                            queue(to_model(data[:cut], False))
+                        pcm = frames_in.split(msg["bytes"])
+                        admit(len(pcm) // frames_in.width)
+                        if not resampler.active and len(pcm) <= INLINE_BYTES:  # cheaper than a thread hop
+                            queue(to_model(pcm, False))
                         else:
-                            queue(await asyncio.to_thread(to_model, data[:cut], False))
+                            queue(await asyncio.to_thread(to_model, pcm, False))
                         continue
                     _parse(ControlMessage, msg.get("text"), "control message")
-                    if state["carry"]:
+                    if frames_in.carry:
                         raise StreamClosed("bad_audio", "the PCM ended inside a sample")
-                    if resampler is not None:
+                    if resampler.active:
                         queue(await asyncio.to_thread(to_model, b"", True))
                     if state["samples"] == 0:
                         raise StreamClosed("bad_audio", "the stream ended before any audio")
@@ -628,7 +616,6 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
             if start.length is not None and start.length > settings.max_stream_s * rate:
                 raise LimitError(f"length beyond the stream limit of {settings.max_stream_s:g} s")
             s = hub.open_decoder()
-            dtype = DTYPES[start.format]
             # n_q: codebooks of the first message; samples: PCM samples sent; frames: code frames received
             state: dict[str, Any] = {"n_q": None, "samples": 0, "frames": 0}
             max_frames = settings.max_stream_s * codec.frame_rate
@@ -729,10 +716,7 @@ def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
                     audio = audio[..., : max(0, start.length - state["samples"])]
                 if audio.shape[-1] == 0:
                     return
-                x = audio[0].numpy().T  # [samples, channels] interleaved
-                if dtype.kind == "i":
-                    x = np.clip(np.round(x * 32767.0), -32768, 32767)
-                await ws.send_bytes(np.ascontiguousarray(x, dtype=dtype).tobytes())
+                await ws.send_bytes(float_to_pcm(audio[0].numpy(), start.format))
                 state["samples"] += audio.shape[-1]
 
             await _run_stream(ws, hub, s, read, send)
