@@ -202,7 +202,10 @@ def test_nothing_overwritten_without_asking(models, codecs, wav, tmp_path):
     ref = tmp_path / "ref.wav"
     write_audio(ref, fc.decode(codes.codes[:1], length=codes.length).numpy(), fc.sample_rate)
     assert np.array_equal(sf.read(audio, dtype="int16")[0], sf.read(ref, dtype="int16")[0])
-    assert_clean_error(cli("decode", out, tmp_path / "b.wav", "-m", models["dac"], "--n-q", "9"), "n_q")
+    assert_clean_error(
+        cli("decode", out, tmp_path / "b.wav", "-m", models["dac"], "--n-q", "9"),
+        "--n-q must be between 1 and 3",
+    )
 
 
 @pytest.mark.parametrize("family", ["mimi", "snac"])

@@ -81,7 +81,7 @@ def test_bad_inputs(hf_24k, hf_48k, wav, tmp_path):
     assert run("encode", wav, codes, "-m", folder).returncode == 0
     assert_clean_error(run("encode", wav, codes, "-m", folder), "exists; pass --overwrite")
     assert_clean_error(run("decode", codes, out, "-m", folder48), "made by encodec_24khz")
-    assert_clean_error(run("decode", codes, out, "-m", folder, "--n-q", "9"), "n_q must be between 1 and 8")
+    assert_clean_error(run("decode", codes, out, "-m", folder, "--n-q", "9"), "--n-q must be between 1 and 8")
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(codes.read_bytes()[:200])
     assert_clean_error(run("decode", corrupt, out, "-m", folder), "not a readable")

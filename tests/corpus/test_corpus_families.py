@@ -158,10 +158,10 @@ def test_library_errors_name_parameters(models, folder, tmp_path):
     for kwargs, pattern in (
         (
             {"bandwidth": 0.5},
-            r"^bandwidth= 0.5 kbps is not one of this mimi model's \(0.087, 0.175, .*; give n_q= \(codebooks, 1 to 16\)",
+            r"^bandwidth=0.5 kbps is not one of this mimi model's \(0.087, 0.175, .*; give n_q=K \(codebooks, 1 to 16\)",
         ),
         ({"n_q": 17}, r"^n_q must be between 1 and 16 \(the model's codebooks\), got 17"),
-        ({"n_q": 2, "bandwidth": 0.35}, r"^bandwidth= 0.35 kbps is 4 codebooks, but n_q= 2"),
+        ({"n_q": 2, "bandwidth": 0.35}, r"^bandwidth=0.35 kbps is 4 codebooks, but n_q=2"),
     ):
         with pytest.raises(CorpusError, match=pattern):
             encode_corpus(folder, tmp_path / "out", models["mimi"], workers=0, **kwargs)
@@ -172,7 +172,7 @@ def test_library_errors_name_parameters(models, folder, tmp_path):
         CorpusError, match=r"^encode_dataset runs EnCodec \(a Codec\) only for now, got MimiCodec"
     ):
         encode_dataset(object(), load_family_model(models["mimi"]))
-    with pytest.raises(CorpusError, match=r"^n_q= is for Mimi, DAC and SNAC models; .* bandwidth="):
+    with pytest.raises(CorpusError, match=r"^n_q=K is for Mimi, DAC and SNAC models; .* bandwidth=KBPS"):
         encode_corpus(folder, tmp_path / "out", "random-24khz", n_q=2, workers=0)
 
 

@@ -3,10 +3,7 @@ what they hold."""
 
 from __future__ import annotations
 
-import functools
 import json
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,31 +43,6 @@ corpus_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(corpus_app, name="corpus")
-
-
-#: library parameters of the corpus commands that :func:`rvqkit.cli.messages.cli_message` does not map
-_OWN_PARAMS = {"n_q": "--n-q", "bandwidth": "--bandwidth"}
-
-
-def corpus_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Inside :func:`user_errors`: rvqkit errors whose message names ``n_q=`` or ``bandwidth=`` get the
-    flags instead (``--n-q``, ``--bandwidth``); the rest of the rewriting is ``cli_message``'s."""
-    from ..errors import RvqkitError
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RvqkitError as e:
-            message = str(e)
-            for name, flag in _OWN_PARAMS.items():
-                message = re.sub(rf"\b{name}= ?", flag + " ", message)
-                message = re.sub(rf"(^|; ){name} must\b", rf"\g<1>{flag} must", message)
-            if message == str(e):
-                raise
-            raise RvqkitError(message) from e
-
-    return wrapper
 
 
 def _corpus():
@@ -131,7 +103,6 @@ class EncodeBar:
 
 @corpus_app.command("encode")
 @user_errors
-@corpus_flags
 def encode(
     source: Annotated[
         str,
@@ -297,7 +268,6 @@ def encode(
 
 @corpus_app.command("decode")
 @user_errors
-@corpus_flags
 def decode(
     source: Annotated[Path, typer.Argument(help="Corpus output folder or one of its .parquet shards.")],
     out_folder: Annotated[Path, typer.Argument(help="Folder for the WAV files (named by id).")],

@@ -4,7 +4,6 @@ EnCodec, Mimi, DAC and SNAC models, one model or several side by side (``--model
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,19 +32,6 @@ from . import (
     threads_option,
     user_errors,
 )
-
-# the eval command's own flags for library parameter names (rvqkit.cli.messages covers the shared ones)
-EVAL_FLAGS = {"n_q": "--n-q", "bandwidths": "--bandwidth"}
-
-
-def eval_message(message: str) -> str:
-    """A library message in this command's terms: ``n_q=`` -> ``--n-q``, ``n_q must`` -> ``--n-q must``,
-    ``bandwidths=`` -> ``--bandwidth``."""
-    for name, flag in EVAL_FLAGS.items():
-        message = re.sub(rf"\b{name}=\B", flag, message)
-        message = re.sub(rf"\b{name}=", flag + " ", message)
-        message = re.sub(rf"(^|: |; ){name} must\b", rf"\g<1>{flag} must", message)
-    return message
 
 
 def load_models(models: list[str], device: str) -> list:
@@ -129,10 +115,7 @@ def eval_command(
     multi-resolution STFT distances, PESQ, STOI, ViSQOL), with the real entropy-coded bitrate, codebook
     usage and LM tokens per second, against Opus and MP3 at the same bitrates. Mimi, DAC and SNAC models
     are scored per codebook count; repeat --model to compare models side by side in one report."""
-    try:
-        _eval(**locals())
-    except RvqkitError as e:
-        raise RvqkitError(eval_message(str(e))) from e
+    _eval(**locals())  # user_errors words the library's n_q=/bandwidths= as --n-q/--bandwidth
 
 
 def _eval(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 # parameter -> flag, where the flag is not the parameter's name with dashes
-RENAMED = {"lm": "--lm-model"}
+RENAMED = {"lm": "--lm-model", "bandwidths": "--bandwidth"}
 
 # the parameters the commands expose under their own names (``shard_size`` -> ``--shard-size``)
 PARAMS = [
@@ -30,6 +30,8 @@ PARAMS = [
     "model",
     "limit",
     "engine",
+    "n_q",
+    "bandwidth",
     *RENAMED,
 ]
 _NAMES = "|".join(sorted(PARAMS, key=len, reverse=True))
@@ -45,6 +47,7 @@ def cli_message(message: str) -> str:
     ``--split ...``, ``lm=PATH`` -> ``--lm-model PATH``, ``shard_size must`` -> ``--shard-size must``,
     ``(tokens)`` -> ``(--tokens)``."""
     message = re.sub(rf"\b({_NAMES})=True\b", lambda m: flag(m[1]), message)
+    message = re.sub(rf"\b({_NAMES})=(?=[\s),;]|$)", lambda m: flag(m[1]), message)  # "n_q= (1 to 8)"
     message = re.sub(rf"\b({_NAMES})=", lambda m: flag(m[1]) + " ", message)
-    message = re.sub(rf"(^|; )({_NAMES}) must\b", lambda m: m[1] + flag(m[2]) + " must", message)
+    message = re.sub(rf"(^|; |: )({_NAMES}) must\b", lambda m: m[1] + flag(m[2]) + " must", message)
     return re.sub(rf"\(({_NAMES})\)", lambda m: f"({flag(m[1])})", message)

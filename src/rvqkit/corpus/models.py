@@ -63,7 +63,7 @@ def resolve_n_q(codec: CorpusModel, bandwidth: float | None, n_q: int | None) ->
         assert isinstance(codec, Codec)
         if n_q is not None:
             raise CorpusError(
-                f"n_q= is for Mimi, DAC and SNAC models; {codec.name} (EnCodec) takes bandwidth= in kbps "
+                f"n_q=K is for Mimi, DAC and SNAC models; {codec.name} (EnCodec) takes bandwidth=KBPS "
                 f"(one of {', '.join(f'{b:g}' for b in codec.bandwidths)})"
             )
         count = codec.n_q_for(DEFAULT_BANDWIDTH if bandwidth is None else bandwidth)
@@ -81,15 +81,15 @@ def _family_n_q(codec: FamilyCodec, bandwidth: float | None, n_q: int | None) ->
     if bandwidth is not None:
         try:
             mapped = n_q_for_bandwidth(codec, float(bandwidth))
-        except (BandwidthError, TypeError, ValueError):
+        except (BandwidthError, TypeError, ValueError) as e:
             valid = ", ".join(format_kbps(k) for k in family_bandwidths(codec))
             raise CorpusError(
-                f"bandwidth= {bandwidth!r} kbps is not one of this {codec.family} model's ({valid} for 1, 2, "
-                f"... {what}); give n_q= ({what}, 1 to {total}) instead"
-            ) from None
+                f"bandwidth={bandwidth!r} kbps is not one of this {codec.family} model's ({valid} for 1, 2, "
+                f"... {what}); give n_q=K ({what}, 1 to {total}) instead"
+            ) from e
         if n_q is not None and mapped != n_q:
             raise CorpusError(
-                f"bandwidth= {bandwidth:g} kbps is {mapped} {what}, but n_q= {n_q}; give one of them"
+                f"bandwidth={bandwidth:g} kbps is {mapped} {what}, but n_q={n_q}; give one of them"
             )
         n_q = mapped
     count = total if n_q is None else n_q

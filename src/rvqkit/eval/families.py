@@ -80,7 +80,7 @@ def check_family_settings(
     if bandwidths is not None:
         raise EvalError(
             f"bandwidths= selects EnCodec bandwidths; {codec.source} is a {name} model: its rows are "
-            f"codebook counts, chosen with n_q= (1 to {codec.num_codebooks})"
+            f"codebook counts, chosen with n_q=K (1 to {codec.num_codebooks})"
         )
     if lm is not None:
         raise EvalError(f"lm= (entropy coding) applies to EnCodec models; {codec.source} is a {name} model")
