@@ -283,17 +283,10 @@ def _read(source: Path | bytes, what: str, codec: FamilyCodec | None) -> FamilyC
 
 def _read_meta(z: NpzReader) -> dict[str, Any]:
     """The meta member, every field type- and range-checked."""
-    meta = z.read_json("meta", "corrupt codes file: meta is not JSON")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise z.fail("not an rvqkit Mimi/DAC/SNAC codes file")
-    if meta.get("version") != FORMAT_VERSION:
-        raise z.fail(f"codes file version {meta.get('version')!r} is not supported")
+    meta = z.read_meta(FORMAT, FORMAT_VERSION, "rvqkit Mimi/DAC/SNAC codes file")
 
     def integer(key: str, low: int, high: int) -> int:
-        v = meta.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-            raise z.fail(f"meta {key} must be an integer in [{low}, {high}], got {v!r}")
-        return v
+        return z.meta_integer(meta, key, low, high)
 
     family = meta.get("family")
     if family not in FAMILIES:

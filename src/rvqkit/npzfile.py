@@ -203,6 +203,23 @@ class NpzReader:
         except (UnicodeDecodeError, ValueError) as e:
             raise self.fail(f"{what} ({e})") from e
 
+    def read_meta(self, fmt: str, version: int, kind: str) -> dict[str, Any]:
+        """The JSON ``meta`` member of a file of format ``fmt`` and ``version`` (``kind`` names the file in
+        the error when the format differs); its fields are the caller's to check (:meth:`meta_integer`)."""
+        meta = self.read_json("meta", "corrupt codes file: meta is not JSON")
+        if not isinstance(meta, dict) or meta.get("format") != fmt:
+            raise self.fail(f"not an {kind}")
+        if meta.get("version") != version:
+            raise self.fail(f"codes file version {meta.get('version')!r} is not supported")
+        return meta
+
+    def meta_integer(self, meta: dict[str, Any], key: str, low: int, high: int) -> int:
+        """``meta[key]``, which must be an integer (not a bool) in ``[low, high]``."""
+        v = meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise self.fail(f"meta {key} must be an integer in [{low}, {high}], got {v!r}")
+        return v
+
     def read(self, name: str) -> np.ndarray:
         """The member's array (native byte order), reading exactly the bytes its header declared."""
         m = self.members[name]
