@@ -21,7 +21,7 @@ import torch
 from ..errors import RvqkitError
 from ..family_codes import FamilyCodes, load_family_codes, load_family_codes_bytes, save_family_codes
 from ..tokens.families import family_layouts, family_token_layout, family_tokens
-from ..tokens.files import file_meta, ids_text, save_tokens
+from ..tokens.files import ids_text
 from . import err
 
 
@@ -81,15 +81,9 @@ def tokens_of_family_file(
         f"audio ids [{lay.vocab.offset}, {lay.vocab.audio_end}), vocab size {lay.vocab_size}",
         highlight=False,
     )
-    if out is not None:
-        save_tokens(out, lay, batch, src)
-        err.print(f"wrote {out}", highlight=False)
-    elif json_out:
-        doc = file_meta(lay, src)
-        doc["items"] = [it.tolist() for it in batch.items()]
-        print(json.dumps(doc))
-    else:
-        print(ids_text(batch.items()), end="")
+    from .tokens import emit_tokens  # beside the command that owns it (cli/tokens imports this lazily)
+
+    emit_tokens(out, json_out, lay, batch, src)
 
 
 def detokenize_to_family_file(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from . import (
     progress_bar,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from ..tokens import TokenLayout
 
 __all__ = ["FORMAT", "VERSION", "ids_text", "load_tokens", "save_tokens", "source_meta"]
 
@@ -162,11 +165,17 @@ def tokens(
         f"{tuple(batch.ids.shape)}; audio ids [{lo}, {hi}), {specials}; vocab size {lay.vocab_size}",
         highlight=False,
     )
+    emit_tokens(out, json_out, lay, batch, encoded)
+
+
+def emit_tokens(out: Path | None, json_out: bool, lay: TokenLayout, batch: Any, source: Any) -> None:
+    """Where ``rvqkit tokens`` puts its ids: the token file ``out`` (with ``source``'s facts), else one JSON
+    document on stdout (``json_out``), else the ids as text on stdout."""
     if out is not None:
-        save_tokens(out, lay, batch, encoded)
+        save_tokens(out, lay, batch, source)
         err.print(f"wrote {out}", highlight=False)
     elif json_out:
-        doc = file_meta(lay, encoded)
+        doc = file_meta(lay, source)
         doc["items"] = [it.tolist() for it in batch.items()]
         print(json.dumps(doc))
     else:
