@@ -173,12 +173,7 @@ def inspect_audio(
     if shape is None or len(shape) not in (1, 2):
         raise AudioError("inspect takes one signal: [samples] or [channels, samples]")
     n_q = codec.n_q_for(bandwidth)
-    ks = default_ks(n_q) if ks is None else sorted(set(ks))
-    bad = [k for k in ks if not 1 <= k <= n_q]
-    if bad:
-        raise BandwidthError(
-            f"reconstruction codebook counts must be in [1, {n_q}] at {bandwidth:g} kbps, got {bad}"
-        )
+    ks = _checked_ks(ks, n_q, bandwidth)
 
     x = codec.prepare(audio, sample_rate)[0]  # [C, N] at the model's rate
     emb, scales = codec.embed(x, codec.sample_rate)
@@ -193,38 +188,7 @@ def inspect_audio(
         [x.shape[-1]],
         [emb.shape[-1]],
     )
-
-    emb_norm = frame_norm(emb)
-    layers = []
-    for k, step in enumerate(steps):
-        r = frame_norm(step.residual)
-        layers.append(
-            {
-                "layer": k,
-                "indices_shape": list(step.indices.shape),
-                "residual_norm": r,
-                "relative_residual": r / emb_norm if emb_norm > 0 else 0.0,
-                **codebook_usage(step.indices, codec.codebook_size),
-            }
-        )
-
-    mel_in = log_mel(x, codec.sample_rate)
-    recon, rows = {}, []
-    for k in ks:
-        y = codec.decode(encoded, n_q=k)[0].cpu()
-        recon[k] = y
-        rows.append(
-            {
-                "n_q": k,
-                "bandwidth_kbps": codec.config.bandwidth_for_n_q(k),
-                "snr_db": snr_db(x, y),
-                "log_mel_l1_db": float((log_mel(y, codec.sample_rate) - mel_in).abs().mean()),
-            }
-        )
-        if progress:
-            progress(1 + len(rows), 1 + len(ks))
-
-    n = x.shape[-1]
+    recon, rows = _reconstructions(codec, encoded, x, ks, progress)
     report = {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -241,7 +205,7 @@ def inspect_audio(
             "shape": [1, *x.shape],
             "sample_rate": codec.sample_rate,
             "channels": codec.channels,
-            "samples": n,
+            "samples": x.shape[-1],
         },
         "bandwidth_kbps": codec.config.bandwidth_for_n_q(n_q),
         "n_q": n_q,
@@ -249,10 +213,68 @@ def inspect_audio(
         "frame_rate": codec.frame_rate,
         "codebook_size": codec.codebook_size,
         "embedding": _stats(emb),
-        "layers": layers,
+        "layers": _layer_rows(emb, steps, codec.codebook_size),
         "reconstructions": rows,
     }
     return Inspection(report, x, recon, encoded, codec.sample_rate)
+
+
+def _checked_ks(ks: list[int] | None, n_q: int, bandwidth: float) -> list[int]:
+    """The codebook counts to reconstruct from: ``ks`` sorted and checked against ``n_q``, or the default."""
+    if ks is None:
+        return default_ks(n_q)
+    bad = [k for k in ks if not 1 <= k <= n_q]
+    if bad:
+        raise BandwidthError(
+            f"reconstruction codebook counts must be in [1, {n_q}] at {bandwidth:g} kbps, got {bad}"
+        )
+    return sorted(set(ks))
+
+
+def _layer_rows(emb: torch.Tensor, steps: list, codebook_size: int) -> list[dict]:
+    """One row per quantizer layer: its residual's norm (absolute and relative to the embedding's) and its
+    codebook usage."""
+    emb_norm = frame_norm(emb)
+    rows = []
+    for k, step in enumerate(steps):
+        r = frame_norm(step.residual)
+        rows.append(
+            {
+                "layer": k,
+                "indices_shape": list(step.indices.shape),
+                "residual_norm": r,
+                "relative_residual": r / emb_norm if emb_norm > 0 else 0.0,
+                **codebook_usage(step.indices, codebook_size),
+            }
+        )
+    return rows
+
+
+def _reconstructions(
+    codec: Codec,
+    encoded: Encoded,
+    x: torch.Tensor,
+    ks: list[int],
+    progress: Callable[[int, int], None] | None,
+) -> tuple[dict[int, torch.Tensor], list[dict]]:
+    """Decode from the first k codebooks for each k: the audio per k, and a row per k (kbps, SNR and
+    log-mel distance in dB against ``x``, the model-rate input)."""
+    mel_in = log_mel(x, codec.sample_rate)
+    recon, rows = {}, []
+    for k in ks:
+        y = codec.decode(encoded, n_q=k)[0].cpu()
+        recon[k] = y
+        rows.append(
+            {
+                "n_q": k,
+                "bandwidth_kbps": codec.config.bandwidth_for_n_q(k),
+                "snr_db": snr_db(x, y),
+                "log_mel_l1_db": float((log_mel(y, codec.sample_rate) - mel_in).abs().mean()),
+            }
+        )
+        if progress:
+            progress(1 + len(rows), 1 + len(ks))
+    return recon, rows
 
 
 # -- rendering -------------------------------------------------------------------------------------------
