@@ -13,8 +13,6 @@ resampling and scoring run outside it, so live streams are not held up by the me
 is ``1 + n_q`` passes over the clip, so the clip is also cut to what the per-request cost cap allows.
 """
 
-# no "from __future__ import annotations": FastAPI reads the route's annotations, which name types
-# imported inside add_quality_routes (from .app, which imports this module)
 import contextlib
 import math
 import tempfile
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +30,9 @@ from ..codec import Codec
 from ..errors import RvqkitError
 from ..eval.metrics import HIGHER_IS_BETTER, UNITS, MetricSkipped
 from ..eval.streaming import STREAMING_METRICS, BlockScores
+from .deps import Bandwidth, CodecDep, JobsDep, SettingsDep, Upload, read_upload
 from .gate import JobCancelled, Turn
+from .handlers import ERRORS
 from .jobs import _renamed, probe_audio
 from .limits import LimitError, ServerSettings
 
@@ -154,35 +154,36 @@ def quality_job(
         return ref.shape[-1], rows
 
 
-def add_quality_routes(app: FastAPI) -> None:
-    """Add ``POST /v1/quality`` to the app of :func:`rvqkit.server.create_app` (its codec, settings and
-    job queue are in ``app.state``)."""
-    from .app import ERRORS, Bandwidth, Upload, read_upload
+router = APIRouter()  # POST /v1/quality: the codec, settings and job queue come from app.state (deps)
 
-    codec: Codec = app.state.codec
-    settings: ServerSettings = app.state.settings
-    queue = app.state.jobs
 
-    @app.post("/v1/quality", tags=["codec"], response_model=QualityResponse, responses=ERRORS)
-    async def quality(request: Request, file: Upload, bandwidth: Bandwidth = 6.0) -> QualityResponse:
-        """Score the reconstruction of uploaded audio from the first k codebooks, for every k at the
-        bandwidth: SI-SDR, log-mel and multi-resolution STFT distances against the audio at the model's
-        rate (its first 30 s at most, fewer where the per-request cost cap needs it)."""
-        n_q = codec.n_q_for(bandwidth)
-        data = await read_upload(file, settings)
-        samples = await run_in_threadpool(probe_audio, data, codec, settings)
-        want = scored_samples(samples, n_q, codec.sample_rate, settings)
-        scored, rows = await queue.run(request, quality_job, codec, data, bandwidth, want, settings)
-        return QualityResponse(
-            model=codec.name,
-            sample_rate=codec.sample_rate,
-            channels=codec.channels,
-            bandwidth=bandwidth,
-            n_q=n_q,
-            seconds=samples / codec.sample_rate,
-            scored_seconds=scored / codec.sample_rate,
-            metrics=list(QUALITY_METRICS),
-            units={m: UNITS[m] for m in QUALITY_METRICS},
-            higher_is_better={m: HIGHER_IS_BETTER[m] for m in QUALITY_METRICS},
-            rows=rows,
-        )
+@router.post("/v1/quality", tags=["codec"], response_model=QualityResponse, responses=ERRORS)
+async def quality(
+    request: Request,
+    file: Upload,
+    codec: CodecDep,
+    settings: SettingsDep,
+    queue: JobsDep,
+    bandwidth: Bandwidth = 6.0,
+) -> QualityResponse:
+    """Score the reconstruction of uploaded audio from the first k codebooks, for every k at the
+    bandwidth: SI-SDR, log-mel and multi-resolution STFT distances against the audio at the model's
+    rate (its first 30 s at most, fewer where the per-request cost cap needs it)."""
+    n_q = codec.n_q_for(bandwidth)
+    data = await read_upload(file, settings)
+    samples = await run_in_threadpool(probe_audio, data, codec, settings)
+    want = scored_samples(samples, n_q, codec.sample_rate, settings)
+    scored, rows = await queue.run(request, quality_job, codec, data, bandwidth, want, settings)
+    return QualityResponse(
+        model=codec.name,
+        sample_rate=codec.sample_rate,
+        channels=codec.channels,
+        bandwidth=bandwidth,
+        n_q=n_q,
+        seconds=samples / codec.sample_rate,
+        scored_seconds=scored / codec.sample_rate,
+        metrics=list(QUALITY_METRICS),
+        units={m: UNITS[m] for m in QUALITY_METRICS},
+        higher_is_better={m: HIGHER_IS_BETTER[m] for m in QUALITY_METRICS},
+        rows=rows,
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, WebSocket
+from fastapi import APIRouter, Depends, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import RvqkitError
@@ -71,12 +71,6 @@ async def stream_encode(ws: WebSocket, hub: Hub) -> None:
 @router.websocket("/v1/stream/decode")
 async def stream_decode(ws: WebSocket, hub: Hub) -> None:
     await serve(ws, DecodeSession(ws, hub))
-
-
-def add_stream_routes(app: FastAPI, hub: StreamHub) -> None:
-    """Serve the streaming sockets on ``app``, all on ``hub``."""
-    app.state.hub = hub
-    app.include_router(router)
 
 
 async def serve(ws: WebSocket, session: Session) -> None:
