@@ -49,7 +49,9 @@ def signal(n: int, sr: int, seed: int) -> torch.Tensor:
 def hf_twin(model: DacModel):
     import transformers
 
-    hf_cfg = {k: v for k, v in model.cfg.to_hf_config().items() if k not in ("architectures", "torch_dtype")}
+    hf_cfg = {
+        k: v for k, v in model.config.to_hf_config().items() if k not in ("architectures", "torch_dtype")
+    }
     hf_cfg.pop("model_type")
     hf = transformers.DacModel(transformers.DacConfig(**hf_cfg)).eval()
     hf.load_state_dict(model.state_dict())

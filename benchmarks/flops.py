@@ -89,7 +89,7 @@ def codec_cost(codec, seconds: float, bandwidth: float) -> dict[str, float]:
         for h in hooks:
             h.remove()
     frames = int(encoded.frame_lengths[0])
-    quant = 2 * model.cfg.hidden_size * model.cfg.codebook_size * encoded.n_q * frames
+    quant = 2 * model.config.hidden_size * model.config.codebook_size * encoded.n_q * frames
     out = {
         "enc_conv": enc.by_kind["conv"],
         "enc_lstm": enc.by_kind["lstm"],

@@ -76,7 +76,7 @@ class Codec:
     # -- facts -------------------------------------------------------------------------------------------
     @property
     def config(self) -> CodecConfig:
-        return self.model.cfg
+        return self.model.config
 
     @property
     def name(self) -> str:

@@ -212,7 +212,7 @@ class Engine:
         def start(i: int) -> Job:
             job = DecodeJob(self.model, codes[i], self.model.init_decode_state(1), True, i)
             if self.model.segmented:
-                job.segment_frames = segment_frames(self.model.cfg, lengths[i])
+                job.segment_frames = segment_frames(self.model.config, lengths[i])
                 s = scales[i]
                 job.scales = [] if s is None else list(s.reshape(-1, 1))
             return job
@@ -238,7 +238,7 @@ class Engine:
     def open_encoder(self, n_q: int) -> EncodeJob:
         """A live encode stream: :meth:`Job.push` audio ``[C, n]``, :meth:`Job.end`, :meth:`advance`,
         then :meth:`Job.collect` its :class:`CodePacket` s (one row each)."""
-        cfg = self.model.cfg
+        cfg = self.model.config
         return EncodeJob(
             self.model, torch.zeros(cfg.audio_channels, 0), self.model.init_encode_state(1, n_q), False
         )

@@ -131,16 +131,16 @@ class _Layer(nn.Module):
 class _Transformer(nn.Module):
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.norm_in = nn.LayerNorm(cfg.dim)
         self.layers = nn.ModuleList([_Layer(cfg) for _ in range(cfg.num_layers)])
 
     def positions(self, t: int, offset: int) -> torch.Tensor:
         """Sinusoidal embedding ``[1, t, dim]`` of steps ``offset .. offset + t - 1`` (cosines, then sines)."""
-        half = self.cfg.dim // 2
+        half = self.config.dim // 2
         pos = torch.arange(t).view(1, -1, 1) + offset
         freq_index = torch.arange(half).view(1, 1, -1)
-        phase = pos / (self.cfg.max_period ** (freq_index / (half - 1)))
+        phase = pos / (self.config.max_period ** (freq_index / (half - 1)))
         return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
 
     def forward(self, x: torch.Tensor, state: LMState) -> tuple[torch.Tensor, LMState]:
@@ -150,7 +150,7 @@ class _Transformer(nn.Module):
         for layer, layer_past in zip(self.layers, past, strict=True):
             layer_in = x
             x = layer(x, layer_past)
-            new_past.append(torch.cat([layer_past, layer_in], dim=1)[:, -self.cfg.past_context :, :])
+            new_past.append(torch.cat([layer_past, layer_in], dim=1)[:, -self.config.past_context :, :])
         return x, LMState(new_past, state.offset + x.shape[1])
 
 
@@ -160,8 +160,8 @@ class EntropyLM(nn.Module):
 
     def __init__(self, cfg: LMConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg or LMConfig()
-        c = self.cfg
+        self.config = cfg or LMConfig()
+        c = self.config
         self.transformer = _Transformer(c)
         self.emb = nn.ModuleList([nn.Embedding(c.card + 1, c.dim) for _ in range(c.n_q)])
         self.linears = nn.ModuleList([nn.Linear(c.dim, c.card) for _ in range(c.n_q)])
@@ -174,10 +174,10 @@ class EntropyLM(nn.Module):
     def check_codec(self, config: CodecConfig) -> None:
         """Raise ``ValueError`` unless this is the LM Meta pairs with the model ``config``."""
         want = LMConfig.for_codec(config)
-        if self.cfg != want:
+        if self.config != want:
             raise ValueError(
-                f"the LM given is for another model ({self.cfg.n_q} codebooks, context "
-                f"{self.cfg.past_context}); {config.name} needs {want.n_q} codebooks, context {want.past_context}"
+                f"the LM given is for another model ({self.config.n_q} codebooks, context "
+                f"{self.config.past_context}); {config.name} needs {want.n_q} codebooks, context {want.past_context}"
             )
 
     def decode_hint(self) -> str:
@@ -193,8 +193,8 @@ class EntropyLM(nn.Module):
             state: the state after the previous frame (``initial_state()`` at a segment's start).
             n_q: codebooks in use (at most ``cfg.n_q``).
         """
-        if not 1 <= n_q <= self.cfg.n_q:
-            raise ValueError(f"the LM predicts 1..{self.cfg.n_q} codebooks, not {n_q}")
+        if not 1 <= n_q <= self.config.n_q:
+            raise ValueError(f"the LM predicts 1..{self.config.n_q} codebooks, not {n_q}")
         if previous is None:
             tokens = torch.zeros(1, n_q, 1, dtype=torch.long)
         else:

@@ -101,7 +101,7 @@ class EncodecModel(nn.Module):
 
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.encoder = SEANetEncoder(cfg)
         self.quantizer = ResidualVectorQuantizer(cfg.num_quantizers, cfg.codebook_size, cfg.hidden_size)
         self.decoder = SEANetDecoder(cfg)
@@ -119,7 +119,7 @@ class EncodecModel(nn.Module):
     # -- one segment -------------------------------------------------------------------------------
     def segment_scale(self, x: torch.Tensor) -> torch.Tensor | None:
         """RMS of the mono mix of a segment ``[B, C, T]`` plus 1e-8, shape ``[B, 1]``; None if not normalising."""
-        if not self.cfg.normalize:
+        if not self.config.normalize:
             return None
         mono = x.mean(dim=1, keepdim=True)
         return (mono.pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8).view(-1, 1)
@@ -137,13 +137,13 @@ class EncodecModel(nn.Module):
     def embed_blocked(self, x: torch.Tensor) -> torch.Tensor:
         """``encoder(x)`` for audio ``[B, C, T]``, run in blocks of :attr:`block_length` samples when the
         signal is longer than two blocks."""
-        return _run_in_blocks(self.encoder, x, self.block_length, self.cfg.sampling_rate)
+        return _run_in_blocks(self.encoder, x, self.block_length, self.config.sampling_rate)
 
     def synthesize_blocked(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``decoder(embeddings)`` for ``[B, D, frames]``, in blocks of ``block_length / hop`` frames."""
-        hop = self.cfg.hop_length
+        hop = self.config.hop_length
         blk = None if self.block_length is None else max(1, self.block_length // hop)
-        return _run_in_blocks(self.decoder, embeddings, blk, self.cfg.sampling_rate // hop)
+        return _run_in_blocks(self.decoder, embeddings, blk, self.config.sampling_rate // hop)
 
     def synthesize(self, embeddings: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Audio ``[B, C, frames * hop]`` of one segment from embeddings, rescaled if a scale is given."""
@@ -153,7 +153,7 @@ class EncodecModel(nn.Module):
     # -- streaming interface -----------------------------------------------------------------------------
     @property
     def segmented(self) -> bool:
-        return self.cfg.segment_length is not None
+        return self.config.segment_length is not None
 
     def init_encode_state(self, batch_size: int, n_q: int) -> EncodeState:
         """A fresh encoder state for ``batch_size`` rows at the start of their signals."""
@@ -168,7 +168,7 @@ class EncodecModel(nn.Module):
         in all but at least one second per row (the width below which convolutions round differently)."""
         if self.block_length is None:
             return 0
-        return max(self.cfg.sampling_rate, self.block_length // max(1, rows))
+        return max(self.config.sampling_rate, self.block_length // max(1, rows))
 
     def encode_feed(
         self, state: EncodeState, buffered: int, ended: bool, step: int
@@ -177,7 +177,7 @@ class EncodecModel(nn.Module):
         ``(samples, final)``, or None to wait. 24 kHz: :func:`feed_rule` with ``step`` samples. 48 kHz:
         whatever completes the next segment (a segment is computed whole, whatever the feeds), and at
         the end the rest."""
-        seg = self.cfg.segment_length
+        seg = self.config.segment_length
         if seg is None:
             return feed_rule(buffered, ended, step)
         need = seg - (0 if state.buffer is None else state.buffer.shape[-1])
@@ -191,7 +191,7 @@ class EncodecModel(nn.Module):
         """The next decoder feed in frames: 24 kHz :func:`feed_rule` with ``step // hop`` frames; 48 kHz one
         segment (``segment_frames`` lists the frames of the segments still to feed)."""
         if not self.segmented:
-            return feed_rule(buffered, ended, step // self.cfg.hop_length if step > 0 else 0)
+            return feed_rule(buffered, ended, step // self.config.hop_length if step > 0 else 0)
         if not segment_frames:
             return (0, True) if ended else None
         n = segment_frames[0]
@@ -207,7 +207,7 @@ class EncodecModel(nn.Module):
             if emb.shape[-1] == 0:
                 return CodePacket(x.new_zeros(x.shape[0], state.n_q, 0, dtype=torch.long))
             return CodePacket(self.quantizer.encode(emb, state.n_q))
-        seg, stride = self.cfg.segment_length, self.cfg.segment_stride
+        seg, stride = self.config.segment_length, self.config.segment_stride
         assert seg is not None and stride is not None
         buf = x if state.buffer is None else torch.cat([state.buffer, x], dim=-1)
         codes, scales, frames = [], [], []
@@ -221,7 +221,7 @@ class EncodecModel(nn.Module):
         state.buffer = buf
         if not codes:
             return CodePacket(x.new_zeros(x.shape[0], state.n_q, 0, dtype=torch.long), None, [])
-        out_scales = torch.cat(scales, dim=1) if self.cfg.normalize else None  # type: ignore[arg-type]  # normalize: all set
+        out_scales = torch.cat(scales, dim=1) if self.config.normalize else None  # type: ignore[arg-type]  # normalize: all set
         return CodePacket(torch.cat(codes, dim=-1), out_scales, frames)
 
     def decode_step(self, packet: CodePacket, state: DecodeState, final: bool = False) -> torch.Tensor:
@@ -242,17 +242,17 @@ class EncodecModel(nn.Module):
         if final and state.acc is not None:
             outs.append(self._take(state, state.acc.shape[-1]))
         if not outs:
-            return torch.zeros(codes.shape[0], self.cfg.audio_channels, 0, device=codes.device)
+            return torch.zeros(codes.shape[0], self.config.audio_channels, 0, device=codes.device)
         return torch.cat(outs, dim=-1)
 
     def _no_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(codes.shape[0], self.cfg.hidden_size, 0, device=codes.device)
+        return torch.zeros(codes.shape[0], self.config.hidden_size, 0, device=codes.device)
 
     def _overlap_add(self, seg: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """Add one decoded segment ``[B, C, n]`` with the references' triangular weight; return the audio
         before the next segment's start, which no later segment touches. (Two segments overlap at most,
         so the order of the additions is that of offline decoding and the floats are the same.)"""
-        stride = self.cfg.segment_stride
+        stride = self.config.segment_stride
         assert stride is not None
         n = seg.shape[-1]
         if state.weight_length == 0:
@@ -293,12 +293,12 @@ class EncodecModel(nn.Module):
                 break
         codes = torch.cat([p.codes for p in packets], dim=-1)
         scales = [p.scales for p in packets if p.scales is not None]
-        return codes, (torch.cat(scales, dim=1) if self.cfg.normalize and scales else None)
+        return codes, (torch.cat(scales, dim=1) if self.config.normalize and scales else None)
 
     def decode(self, codes: torch.Tensor, scales: torch.Tensor | None, length: int) -> torch.Tensor:
         """Audio ``[B, C, length]`` from codes ``[B, n_q, frames]`` of a ``length``-sample signal:
         :meth:`decode_step` over the feeds of :meth:`decode_feed`."""
-        seg_frames = segment_frames(self.cfg, length) if self.segmented else []
+        seg_frames = segment_frames(self.config, length) if self.segmented else []
         state, step, f, k = self.init_decode_state(codes.shape[0]), self.step_samples(codes.shape[0]), 0, 0
         outs = []
         while (feed := self.decode_feed(seg_frames[k:], codes.shape[-1] - f, True, step)) is not None:

@@ -41,7 +41,7 @@ def _compare_lm_steps(meta_lm, ours, k: int, steps: int) -> None:
 def test_lm_probabilities_identical_to_meta(lms, which):
     meta_lm, path = lms[which]
     ours = load_lm(path)
-    assert ours.cfg == LMConfig.for_codec(rvqkit.config.PRESETS[f"encodec_{which}khz"])
+    assert ours.config == LMConfig.for_codec(rvqkit.config.PRESETS[f"encodec_{which}khz"])
     _compare_lm_steps(meta_lm, ours, k=4, steps=12)
 
 
@@ -65,7 +65,7 @@ def test_lm_checkpoint_is_checked(lms, tmp_path):
         load_lm(bad)
     renamed = tmp_path / "lm.th"
     renamed.write_bytes(path.read_bytes())
-    assert load_lm(renamed).cfg.n_q == 32
+    assert load_lm(renamed).config.n_q == 32
     with pytest.raises(WeightsError, match="unknown tensor|shape"):
         load_lm(renamed, "encodec_48khz")
     pickled = tmp_path / "evil.th"

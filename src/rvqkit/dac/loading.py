@@ -270,7 +270,7 @@ def _weight_normed(model: DacModel) -> set[str]:
 def to_descript_state_dict(model: DacModel) -> dict[str, torch.Tensor]:
     """The model's weights under descript's names, each convolution's weight un-folded into
     ``weight_g = ||w||`` (per output of dimension 0) and ``weight_v = w``, as descript stores them."""
-    names = descript_module_names(model.cfg)
+    names = descript_module_names(model.config)
     normed = _weight_normed(model)
     out: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
@@ -289,7 +289,8 @@ def save_dac_pth(model: DacModel, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` as descript's ``.pth``: ``{"state_dict": ..., "metadata": {"kwargs": ...}}``."""
     path = Path(path)
     torch.save(
-        {"state_dict": to_descript_state_dict(model), "metadata": {"kwargs": model.cfg.to_dac_kwargs()}}, path
+        {"state_dict": to_descript_state_dict(model), "metadata": {"kwargs": model.config.to_dac_kwargs()}},
+        path,
     )
     return path
 
@@ -301,7 +302,7 @@ def save_dac_hf(model: DacModel, folder: str | os.PathLike[str]) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = model.cfg.to_hf_config()
+    config = model.config.to_hf_config()
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")

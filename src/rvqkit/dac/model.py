@@ -67,7 +67,7 @@ class DacModel(nn.Module):
 
     def __init__(self, cfg: DacConfig, distance: Distance = "descript") -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.distance: Distance = distance
         self.encoder = DacEncoder(cfg)
         self.quantizer = DacQuantizer(cfg.num_codebooks, cfg.latent_dim, cfg.codebook_size, cfg.codebook_dim)
@@ -76,44 +76,44 @@ class DacModel(nn.Module):
     # -- the family interface -----------------------------------------------------------------------------
     @property
     def sampling_rate(self) -> int:
-        return self.cfg.sampling_rate
+        return self.config.sampling_rate
 
     @property
     def channels(self) -> int:
-        return self.cfg.channels
+        return self.config.channels
 
     @property
     def hop_length(self) -> int:
-        return self.cfg.hop_length
+        return self.config.hop_length
 
     @property
     def frame_rate(self) -> float:
-        return self.cfg.frame_rate
+        return self.config.frame_rate
 
     @property
     def num_codebooks(self) -> int:
-        return self.cfg.num_codebooks
+        return self.config.num_codebooks
 
     @property
     def codebook_size(self) -> int:
-        return self.cfg.codebook_size
+        return self.config.codebook_size
 
     @property
     def causal(self) -> bool:
-        return self.cfg.causal
+        return self.config.causal
 
     def frames_for_length(self, length: int) -> int:
         """Code frames for ``length`` samples: ``ceil(length / hop_length)`` (the signal is zero-padded on
         the right to a whole number of frames, as descript's ``preprocess`` and ``DacFeatureExtractor``
         do)."""
-        return -(-int(length) // self.cfg.hop_length)
+        return -(-int(length) // self.config.hop_length)
 
     def decoded_length(self, frames: int) -> int:
         """Samples the decoder gives for ``frames`` frames: ``frames * hop_length`` where every stride is
         even (44.1 kHz), 8 fewer for the 16 and 24 kHz models (a stride-5 transposed convolution with
         kernel 10 and padding 3 gives ``5 n - 1`` samples; descript 1.0.0 and transformers alike)."""
         n = int(frames)
-        for s in self.cfg.decoder_rates:
+        for s in self.config.decoder_rates:
             n = (n - 1) * s - 2 * math.ceil(s / 2) + 2 * s
         return n
 
@@ -142,7 +142,7 @@ class DacModel(nn.Module):
 
     def pad_to_frames(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` zero-padded on the right to a multiple of ``hop_length`` samples (``x`` itself if it is)."""
-        extra = self.frames_for_length(x.shape[-1]) * self.cfg.hop_length - x.shape[-1]
+        extra = self.frames_for_length(x.shape[-1]) * self.config.hop_length - x.shape[-1]
         return F.pad(x, (0, extra)) if extra else x
 
     @torch.inference_mode()
@@ -160,7 +160,7 @@ class DacModel(nn.Module):
         whole number of frames. Rows of a batch all have length ``T``: for items of other lengths use
         :meth:`encode_items` (right-padding would change an item's last frames).
         """
-        n_q = self.cfg.num_codebooks if n_q is None else n_q
+        n_q = self.config.num_codebooks if n_q is None else n_q
         self.quantizer.check_n_q(n_q)
         return self.quantizer.encode(self.embed(x), n_q, self.distance)
 

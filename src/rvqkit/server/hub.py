@@ -70,14 +70,14 @@ class LiveDecodeJob(DecodeJob):
     def feed(self, step: int) -> tuple[int, bool] | None:
         if self.model.segmented:
             return super().feed(step)
-        return live_feed(self.waiting, self.ended, max(1, step // self.model.cfg.hop_length))
+        return live_feed(self.waiting, self.ended, max(1, step // self.model.config.hop_length))
 
 
 def open_encoder(engine: Engine, n_q: int) -> LiveEncodeJob:
     """A live encode job on ``engine``: push audio ``[C, n]`` at the model's rate, collect
     :class:`CodePacket` rows (as :meth:`Engine.open_encoder <rvqkit.engine.Engine.open_encoder>`)."""
     model = engine.model
-    empty = torch.zeros(model.cfg.audio_channels, 0)
+    empty = torch.zeros(model.config.audio_channels, 0)
     return LiveEncodeJob(model, empty, model.init_encode_state(1, n_q), False)
 
 
