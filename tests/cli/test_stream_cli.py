@@ -51,3 +51,39 @@ def test_stream_bad_input(meta_24k, tmp_path):
     assert res.returncode == 1 and b"no such file" in res.stderr
     res = _run(["-", "--model", path, "--rate", "0"], b"")
     assert res.returncode == 1 and b"must be positive" in res.stderr
+
+
+def test_pcm_helpers_shared_with_the_server():
+    """rvqkit.pcm: whole frames out of any cuts, the formats' scaling, and a resampled stream that does
+    not depend on how it was cut."""
+    from rvqkit.pcm import FrameSplitter, StreamResampler, float_to_pcm, frame_bytes, pcm_to_float
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1.2, 1.2, (2, 1001)).astype(np.float32)  # [channels, samples], some past full scale
+    for fmt in ("s16le", "f32le"):
+        raw = float_to_pcm(x, fmt)
+        assert len(raw) == frame_bytes(fmt, 2) * 1001
+        splitter, pieces, pos = FrameSplitter(frame_bytes(fmt, 2)), [], 0
+        while pos < len(raw):
+            n = int(rng.integers(1, 50))
+            pieces.append(splitter.split(raw[pos : pos + n]))
+            pos += n
+        assert splitter.carry == b"" and b"".join(pieces) == raw
+        y = pcm_to_float(raw, fmt, 2)
+        assert y.shape == x.shape and y.dtype == np.float32
+        if fmt == "f32le":
+            assert np.array_equal(y, x)
+        else:  # round(x * 32767), saturated; read back / 32768
+            assert np.array_equal(y * 32768, np.clip(np.round(x * 32767), -32768, 32767))
+            clipped = pcm_to_float(float_to_pcm(x, fmt, clip=True), fmt, 2)
+            assert np.abs(clipped).max() <= 32767 / 32768
+
+    whole = StreamResampler(16000, 24000, 2).process(x, last=True)
+    r = StreamResampler(16000, 24000, 2)
+    cuts = [0, 1, 160, 161, 700, 1001]
+    parts = [r.process(x[:, a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    parts.append(r.process(x[:, :0], last=True))
+    chunked = np.concatenate(parts, axis=-1)
+    assert chunked.shape == whole.shape == (2, 1502)
+    assert np.abs(chunked - whole).max() <= 1e-6
+    assert StreamResampler(24000, 24000, 2).process(x) is x

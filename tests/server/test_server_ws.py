@@ -481,3 +481,35 @@ def test_failed_engine_step_ends_its_streams_only(codec24, monkeypatch):
         codes, _, _ = stream_encode(client, x, SR, 6.0, random_sizes(0, 5000))
         assert torch.equal(codes, encode_offline(server_engine(codec24), torch.from_numpy(x), 8).codes[0])
         assert client.get("/v1/health").json()["streams"] == 0
+
+
+def test_each_stream_message_is_parsed_and_validated_once(client24, codec24, monkeypatch):
+    """Every client message goes through one ``json.loads`` (codes) or one pydantic validation
+    (start, control, codes object) in the sessions: the decode socket does not parse a message twice."""
+    import rvqkit.server.sessions as sessions
+
+    validated: list[str] = []
+    loads: list[str] = []
+    real_parse, real_loads = sessions.parse_message, sessions.json.loads
+
+    def counting_parse(model, text, what):
+        validated.append(model.__name__)
+        return real_parse(model, text, what)
+
+    def counting_loads(text, *args, **kwargs):
+        loads.append(text)
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(sessions, "parse_message", counting_parse)
+    monkeypatch.setattr(sessions.json, "loads", counting_loads)
+    enc = codec24.encode(make_signal(int(0.5 * SR), 1, SR, seed=3), SR, bandwidth=3.0)
+    codes = enc.codes[0]
+    msgs = [{"type": "codes", "codes": codes[:, f : f + 7].tolist()} for f in range(0, codes.shape[-1], 7)]
+    stream_decode(client24, msgs)
+    assert validated == ["DecodeStart"] + ["CodesMessage"] * len(msgs)
+    sent = [json.dumps(m) for m in msgs] + [json.dumps({"type": "end"})]
+    assert [loads.count(t) for t in sent] == [1] * len(sent)  # each codes message and the end, once
+
+    validated.clear()
+    stream_encode(client24, make_signal(int(0.3 * SR), 1, SR, seed=4), SR, 3.0, [4000])
+    assert validated == ["EncodeStart", "ControlMessage"]
