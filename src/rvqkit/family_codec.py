@@ -103,6 +103,17 @@ class FamilyCodec:
             return audio[..., :length].contiguous()
         return torch.nn.functional.pad(audio, (0, length - audio.shape[-1]))
 
+    # -- inside the quantizer (rvqkit inspect) --------------------------------------------------------------
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The unquantized latent ``[1, dim, frames]`` of one item ``[channels, samples]`` at
+        :attr:`sample_rate` (the quantizer's input space; Mimi, DAC)."""
+        raise CodesError(f"{self.family} has no single-rate latent to walk (its levels run at several rates)")
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """The latent ``[1, dim, frames]`` that the first ``k`` codebooks of one item's codes ``[k, frames]``
+        stand for (the sum of their entries, in the space of :meth:`latent`)."""
+        raise CodesError(f"{self.family} has no single-rate latent to walk (its levels run at several rates)")
+
     # -- per family ------------------------------------------------------------------------------------------
     def _encode_items(self, items: list[torch.Tensor], n_q: int | None) -> list[Codes]:
         raise NotImplementedError
@@ -139,6 +150,15 @@ class MimiCodec(FamilyCodec):
     def _decode(self, codes: Codes) -> torch.Tensor:
         return self.model.decode(_code_matrix(codes).to(self.device))[0]
 
+    @torch.inference_mode()
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        # after the encoder transformer and the 12.5 Hz downsampling: the split RVQ's input
+        return self.model.latent(x[None].to(self.device)).cpu()
+
+    @torch.inference_mode()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.quantizer.decode(_code_matrix(codes).to(self.device)).cpu()
+
 
 class DacCodec(FamilyCodec):
     family = "dac"
@@ -149,6 +169,14 @@ class DacCodec(FamilyCodec):
 
     def _decode(self, codes: Codes) -> torch.Tensor:
         return self.model.decode(_code_matrix(codes).to(self.device))[0]
+
+    @torch.inference_mode()
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x[None].to(self.device)).cpu()
+
+    @torch.inference_mode()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.quantizer.decode(_code_matrix(codes).to(self.device)).cpu()
 
 
 class SnacCodec(FamilyCodec):

@@ -114,24 +114,29 @@ class Inspection:
         report: nested dict, see :func:`inspect_audio`.
         audio: float32 ``[channels, samples]`` input at the model's rate and channels.
         reconstructions: codebook count k → float32 ``[channels, samples]`` decoded from the first k.
-        encoded: the codes (``[1, n_q, frames]``) and what decoding them needs.
+        encoded: the codes (``[1, n_q, frames]``) and what decoding them needs (EnCodec).
         sample_rate: model sample rate in Hz.
     """
 
     report: dict[str, Any]
     audio: torch.Tensor
     reconstructions: dict[int, torch.Tensor]
-    encoded: Encoded
+    encoded: Encoded | None  # None for a Mimi or DAC walk (rvqkit.family_inspector)
     sample_rate: int
     plots: list[str] = field(default_factory=list)
+    code_matrix: torch.Tensor | None = None  # [n_q, frames] of a Mimi or DAC walk
 
     @property
     def codes(self) -> torch.Tensor:
         """int64 ``[n_q, frames]``."""
+        if self.code_matrix is not None:
+            return self.code_matrix
+        assert self.encoded is not None
         return self.encoded.codes[0]
 
 
-def _stats(x: torch.Tensor) -> dict[str, Any]:
+def latent_stats(x: torch.Tensor) -> dict[str, Any]:
+    """Shape, mean, std, min, max and ``frame_norm`` of a latent ``[1, dim, frames]``."""
     d = x.double()
     return {
         "shape": list(x.shape),
@@ -173,7 +178,7 @@ def inspect_audio(
     if shape is None or len(shape) not in (1, 2):
         raise AudioError("inspect takes one signal: [samples] or [channels, samples]")
     n_q = codec.n_q_for(bandwidth)
-    ks = _checked_ks(ks, n_q, bandwidth)
+    ks = checked_ks(ks, n_q, f"at {bandwidth:g} kbps")
 
     x = codec.prepare(audio, sample_rate)[0]  # [C, N] at the model's rate
     emb, scales = codec.embed(x, codec.sample_rate)
@@ -212,22 +217,21 @@ def inspect_audio(
         "frames": int(encoded.frame_lengths[0]),
         "frame_rate": codec.frame_rate,
         "codebook_size": codec.codebook_size,
-        "embedding": _stats(emb),
+        "embedding": latent_stats(emb),
         "layers": _layer_rows(emb, steps, codec.codebook_size),
         "reconstructions": rows,
     }
     return Inspection(report, x, recon, encoded, codec.sample_rate)
 
 
-def _checked_ks(ks: list[int] | None, n_q: int, bandwidth: float) -> list[int]:
-    """The codebook counts to reconstruct from: ``ks`` sorted and checked against ``n_q``, or the default."""
+def checked_ks(ks: list[int] | None, n_q: int, where: str) -> list[int]:
+    """The codebook counts to reconstruct from: ``ks`` sorted and checked against ``n_q`` (``where`` says
+    why that is the top, e.g. "at 6 kbps"), or the default."""
     if ks is None:
         return default_ks(n_q)
     bad = [k for k in ks if not 1 <= k <= n_q]
     if bad:
-        raise BandwidthError(
-            f"reconstruction codebook counts must be in [1, {n_q}] at {bandwidth:g} kbps, got {bad}"
-        )
+        raise BandwidthError(f"reconstruction codebook counts must be in [1, {n_q}] {where}, got {bad}")
     return sorted(set(ks))
 
 

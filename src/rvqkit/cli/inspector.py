@@ -69,6 +69,7 @@ def print_report(report: dict, plots: list[str], folder: Path | None) -> None:
 @app.command("inspect")
 @user_errors
 def inspect_command(
+    ctx: typer.Context,
     input: Annotated[Path, typer.Argument(help="Audio file (WAV, FLAC, OGG, MP3).")],
     model: ModelOpt = DEFAULT_MODEL,
     bandwidth: BandwidthOpt = 6.0,
@@ -97,13 +98,21 @@ def inspect_command(
             "each layer's residual and each reconstruction in memory: about 15 MB a second at 24 kHz).",
         ),
     ] = DEFAULT_INSPECT_SECONDS,
+    n_q: Annotated[
+        int | None,
+        typer.Option(
+            "--n-q", help="Mimi and DAC models: codebooks to walk (default all; EnCodec: --bandwidth)."
+        ),
+    ] = None,
     device: DeviceOpt = DEFAULT_DEVICE,
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Walk a file through the codec step by step: input, embeddings, each quantizer layer (indices,
     residual norm, codebook usage) and reconstructions from the first k codebooks; with --out, also
-    write the report as JSON and Markdown and plot waveforms, log-mel spectrograms, residual norms and codes."""
+    write the report as JSON and Markdown and plot waveforms, log-mel spectrograms, residual norms and codes.
+
+    Mimi and DAC models too (all codebooks unless --n-q is given); not SNAC, whose levels run at several rates."""
     from ..audio import audio_info, read_audio
     from ..inspector import check_report_folder, inspect_audio, json_ready, write_report
 
@@ -118,11 +127,24 @@ def inspect_command(
             f"note: inspecting the first {limit / sr:.1f} s of {info.frames / sr:.1f} s (--seconds to change)",
             highlight=False,
         )
-    codec = load_codec(model, device)
-    codec.n_q_for(bandwidth)
-    label = f"inspect {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps"
-    with progress_bar(label, None, unit="model passes") as update:
-        insp = inspect_audio(codec, audio, sr, bandwidth=bandwidth, ks=ks, progress=update)
+    from .family import load_family, model_family, option_given
+
+    if model_family(model) is not None:  # Mimi, DAC: rvqkit.family_inspector
+        from ..family_inspector import inspect_family
+
+        if option_given(ctx, "bandwidth"):
+            raise RvqkitError("--bandwidth is EnCodec's; Mimi and DAC models take --n-q (codebooks)")
+        fc = load_family(model, device)
+        with progress_bar(f"inspect {audio.shape[-1] / sr:.1f} s", None, unit="model passes") as update:
+            insp = inspect_family(fc, audio, sr, n_q=n_q, ks=ks, progress=update)
+    else:
+        if n_q is not None:
+            raise RvqkitError("--n-q is for Mimi and DAC models; EnCodec's codebooks follow --bandwidth")
+        codec = load_codec(model, device)
+        codec.n_q_for(bandwidth)
+        label = f"inspect {audio.shape[-1] / sr:.1f} s at {bandwidth:g} kbps"
+        with progress_bar(label, None, unit="model passes") as update:
+            insp = inspect_audio(codec, audio, sr, bandwidth=bandwidth, ks=ks, progress=update)
     if out is not None:
         with err.status("Writing the report and plots ..."):
             write_report(insp, out, overwrite=overwrite, plots=not no_plots)
