@@ -112,7 +112,7 @@ class Codec:
 
     @property
     def num_codebooks(self) -> int:
-        return self.config.num_quantizers
+        return self.config.num_codebooks
 
     def num_parameters(self) -> int:
         """Trainable weights of encoder and decoder (codebook entries not counted, as the paper counts)."""

@@ -52,7 +52,7 @@ class CodecConfig:
         return math.ceil(self.sampling_rate / self.hop_length)
 
     @property
-    def num_quantizers(self) -> int:
+    def num_codebooks(self) -> int:
         """Codebooks the model holds: enough for its largest bandwidth."""
         return int(1000 * self.target_bandwidths[-1] // (self.frame_rate * 10))
 

@@ -52,7 +52,7 @@ def _int_list(t: torch.Tensor, name: str) -> list[int]:
 def check_fields(encoded: Encoded, cfg: CodecConfig) -> None:
     """Raise :class:`CodesError` unless ``encoded``'s fields fit a model with config ``cfg``: per-item
     lengths (samples) positive and consistent with ``frame_lengths`` (checked arithmetically before any
-    allocation), codes integers in ``[0, codebook_size)``, at most ``cfg.num_quantizers`` codebooks, and
+    allocation), codes integers in ``[0, codebook_size)``, at most ``cfg.num_codebooks`` codebooks, and
     per-segment scales present, finite and > 0 where the model needs them (none where it does not).
     Model name, rate and channels are the caller's to compare."""
     codes = encoded.codes
@@ -63,8 +63,8 @@ def check_fields(encoded: Encoded, cfg: CodecConfig) -> None:
     batch, n_q, width = codes.shape
     if batch < 1:
         raise CodesError("codes hold no items (empty batch)")
-    if not 1 <= n_q <= cfg.num_quantizers:
-        raise CodesError(f"codes hold {n_q} codebooks, the model has 1 to {cfg.num_quantizers}")
+    if not 1 <= n_q <= cfg.num_codebooks:
+        raise CodesError(f"codes hold {n_q} codebooks, the model has 1 to {cfg.num_codebooks}")
     lengths = _int_list(torch.as_tensor(encoded.lengths), "lengths")
     frames = _int_list(torch.as_tensor(encoded.frame_lengths), "frame_lengths")
     if len(lengths) != batch or len(frames) != batch:

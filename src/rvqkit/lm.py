@@ -94,7 +94,7 @@ class LMConfig:
     @classmethod
     def for_codec(cls, cfg: CodecConfig) -> LMConfig:
         """The LM Meta pairs with a codec: one input/output per codebook, 3.5 s of context."""
-        return cls(n_q=cfg.num_quantizers, card=cfg.codebook_size, past_context=int(3.5 * cfg.frame_rate))
+        return cls(n_q=cfg.num_codebooks, card=cfg.codebook_size, past_context=int(3.5 * cfg.frame_rate))
 
 
 @dataclass

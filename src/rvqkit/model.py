@@ -103,7 +103,7 @@ class EncodecModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.encoder = SEANetEncoder(cfg)
-        self.quantizer = ResidualVectorQuantizer(cfg.num_quantizers, cfg.codebook_size, cfg.hidden_size)
+        self.quantizer = ResidualVectorQuantizer(cfg.num_codebooks, cfg.codebook_size, cfg.hidden_size)
         self.decoder = SEANetDecoder(cfg)
         #: Long signals of the causal (24 kHz) model run through the network in blocks of this many
         #: samples (2 s; for a batch, that many in all but at least 1 s per item), carrying the streaming

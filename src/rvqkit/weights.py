@@ -92,7 +92,7 @@ _CODEBOOK = re.compile(r"^quantizer\.(?:vq\.)?layers\.(\d+)\.(?:_codebook|codebo
 _IGNORED_CODEBOOK_BUFFERS = {"inited", "cluster_size", "embed_avg"}
 
 
-def to_rvqkit_state_dict(raw: dict[str, torch.Tensor], num_quantizers: int) -> dict[str, torch.Tensor]:
+def to_rvqkit_state_dict(raw: dict[str, torch.Tensor], num_codebooks: int) -> dict[str, torch.Tensor]:
     """Translate a Meta or Hugging Face state dict to rvqkit names, folding weight norm."""
     renamed: dict[str, torch.Tensor] = {}
     codebooks: dict[int, torch.Tensor] = {}
@@ -122,15 +122,15 @@ def to_rvqkit_state_dict(raw: dict[str, torch.Tensor], num_quantizers: int) -> d
         else:
             out[key] = value
     if codebooks:
-        missing = [i for i in range(num_quantizers) if i not in codebooks]
-        extra = [i for i in codebooks if i >= num_quantizers]
+        missing = [i for i in range(num_codebooks) if i not in codebooks]
+        extra = [i for i in codebooks if i >= num_codebooks]
         if missing:
             raise WeightsError(f"missing tensor in weights: quantizer layer {missing[0]} codebook embed")
         if extra:
             raise WeightsError(
-                f"unknown tensor in weights: quantizer layer {extra[0]} (model has {num_quantizers})"
+                f"unknown tensor in weights: quantizer layer {extra[0]} (model has {num_codebooks})"
             )
-        out["quantizer.codebooks"] = torch.stack([codebooks[i] for i in range(num_quantizers)])
+        out["quantizer.codebooks"] = torch.stack([codebooks[i] for i in range(num_codebooks)])
     return out
 
 
@@ -185,7 +185,7 @@ def load_meta_checkpoint(path: Path) -> LoadedWeights:
         )
     raw = _torch_load(path)
     config = _meta_config(path, raw)
-    return LoadedWeights(config, to_rvqkit_state_dict(raw, config.num_quantizers), str(path), digest)
+    return LoadedWeights(config, to_rvqkit_state_dict(raw, config.num_codebooks), str(path), digest)
 
 
 def load_hf_folder(folder: Path) -> LoadedWeights:
@@ -203,7 +203,7 @@ def load_hf_folder(folder: Path) -> LoadedWeights:
         if wpath.is_file():
             raw = _safetensors_load(wpath) if name.endswith(".safetensors") else _torch_load(wpath)
             return LoadedWeights(
-                config, to_rvqkit_state_dict(raw, config.num_quantizers), str(folder), sha256_of(wpath)
+                config, to_rvqkit_state_dict(raw, config.num_codebooks), str(folder), sha256_of(wpath)
             )
     raise WeightsError(f"{folder} has config.json but no {' or '.join(_HF_WEIGHT_FILES)}")
 

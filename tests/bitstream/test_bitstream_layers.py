@@ -118,7 +118,7 @@ class Skewed:
 
     def check_codec(self, config) -> None:
         self.checked.append(config.name)
-        if config.num_quantizers != self.n_q:
+        if config.num_codebooks != self.n_q:
             raise ValueError(f"the LM given is for another model ({self.n_q} codebooks)")
 
     def decode_hint(self) -> str:

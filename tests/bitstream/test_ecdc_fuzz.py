@@ -123,7 +123,7 @@ def test_mutated_files_raise_only_bitstream_error(seeds, which, use_lm):
         COUNTER["decoded"] += 1
         # What decodes is a consistent Encoded value: right model facts, codes in range, frames match.
         cfg = rvqkit.config.PRESETS[enc.model]
-        assert enc.codes.shape[1] <= cfg.num_quantizers
+        assert enc.codes.shape[1] <= cfg.num_codebooks
         assert enc.codes.numel() == 0 or 0 <= int(enc.codes.min()) <= int(enc.codes.max()) < cfg.codebook_size
         assert int(enc.frame_lengths[0]) == enc.codes.shape[-1]
         if cfg.normalize:

@@ -59,9 +59,9 @@ class EcdcHeader:
         cfg = PRESETS[model]
         if type(al) is not int or not 0 <= al <= MAX_SECONDS * cfg.sampling_rate:
             raise BitstreamError(f"corrupt .ecdc metadata: audio length {al!r} samples is absurd")
-        if type(nc) is not int or not 1 <= nc <= cfg.num_quantizers:
+        if type(nc) is not int or not 1 <= nc <= cfg.num_codebooks:
             raise BitstreamError(
-                f"corrupt .ecdc metadata: {nc!r} codebooks (the {model} model has 1..{cfg.num_quantizers})"
+                f"corrupt .ecdc metadata: {nc!r} codebooks (the {model} model has 1..{cfg.num_codebooks})"
             )
         if type(self.use_lm) is not bool:
             raise BitstreamError(f'corrupt .ecdc metadata: "lm" must be true or false, got {self.use_lm!r}')

@@ -23,15 +23,15 @@ class LayerStep:
 
 
 class ResidualVectorQuantizer(nn.Module):
-    """``num_quantizers`` Euclidean codebooks of ``codebook_size`` entries of dimension ``dim``."""
+    """``num_codebooks`` Euclidean codebooks of ``codebook_size`` entries of dimension ``dim``."""
 
-    def __init__(self, num_quantizers: int = 32, codebook_size: int = 1024, dim: int = 128) -> None:
+    def __init__(self, num_codebooks: int = 32, codebook_size: int = 1024, dim: int = 128) -> None:
         super().__init__()
-        self.num_quantizers = num_quantizers
+        self.num_codebooks = num_codebooks
         self.codebook_size = codebook_size
         self.dim = dim
         self.codebooks: torch.Tensor  # declared for the type checker: buffers are typed Tensor | Module
-        self.register_buffer("codebooks", torch.zeros(num_quantizers, codebook_size, dim))
+        self.register_buffer("codebooks", torch.zeros(num_codebooks, codebook_size, dim))
 
     def quantize_layer(self, k: int, residual: torch.Tensor) -> torch.Tensor:
         """Nearest entry of codebook ``k`` for each frame of ``residual`` ``[B, D, T]`` → ``[B, T]``."""
@@ -83,8 +83,8 @@ class ResidualVectorQuantizer(nn.Module):
             raise CodesError(f"codes must be a tensor [batch, n_q, frames], got {shape}")
         if codes.dtype == torch.bool or codes.is_floating_point() or codes.is_complex():
             raise CodesError(f"codes must be integers, got dtype {codes.dtype}")
-        if not 1 <= codes.shape[1] <= self.num_quantizers:
-            raise CodesError(f"codes hold {codes.shape[1]} codebooks; these have 1 to {self.num_quantizers}")
+        if not 1 <= codes.shape[1] <= self.num_codebooks:
+            raise CodesError(f"codes hold {codes.shape[1]} codebooks; these have 1 to {self.num_codebooks}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise CodesError(f"codes out of range [0, {self.codebook_size})")
 
@@ -92,7 +92,7 @@ class ResidualVectorQuantizer(nn.Module):
         """Sum of the codebook entries for codes ``[B, n_q, frames]`` → embeddings ``[B, D, frames]``.
 
         Entries are added in codebook order starting from zero, as the references do (same roundings).
-        Codes that are not integers ``[B, n_q, frames]`` with ``n_q ≤ num_quantizers`` and values in
+        Codes that are not integers ``[B, n_q, frames]`` with ``n_q ≤ num_codebooks`` and values in
         ``[0, codebook_size)`` raise :class:`~rvqkit.errors.CodesError`.
         """
         self.check_codes(codes)
